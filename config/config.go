@@ -1,0 +1,662 @@
+// Package config loads and checks braid's configuration files, and writes
+// fresh ones (see [WriteInit]). It is the only part of braid that knows
+// about viper.
+//
+// Both files are YAML. Every scalar key can also be set from the
+// environment as BRAID_ followed by the key in upper case with dots
+// replaced by underscores (BRAID_MODE=aggregate, BRAID_TUN_MTU=1300);
+// a list of prefixes is given comma-separated
+// (BRAID_ROUTES=10.0.0.0/8,192.168.0.0/16). Overrides passed by the
+// caller (command-line flags) beat the environment, which beats the file,
+// which beats the defaults. Unknown keys are an error.
+//
+// Client keys (braid client):
+//
+//	concentrator             host:port of the concentrator (required; resolved at run time)
+//	concentrator_public_key  the concentrator's base64 ed25519 public key (required)
+//	private_key_file         this client's PEM private key (required)
+//	uplinks                  list, at least one:
+//	  - interface            network interface to send over, e.g. wlan0 (required)
+//	    name                 path name, unique (default: the interface)
+//	    source               source address to bind (default: the interface's first address)
+//	    priority             failover order, lower is preferred (default 0)
+//	    metered              avoid unless needed (default false)
+//	    weight               share in aggregate mode, > 0 (default 1)
+//	mode                     failover or aggregate (default failover)
+//	routes                   prefixes sent into the tunnel (default 0.0.0.0/0 and ::/0)
+//	tun.name                 TUN device name (default braid0)
+//	tun.mtu                  TUN MTU, 0 for automatic from the paths, else 1280..65535 (default 0)
+//	table                    routing table for the tunnel routes (default 7800)
+//	fwmark                   mark on the tunnel's own sockets (default 0x7800)
+//	control                  control socket path (default /run/braid/client.sock)
+//	log_level                debug, info, warn or error (default info)
+//
+// Concentrator keys (braid concentrator):
+//
+//	listen                   UDP address to listen on (default 0.0.0.0:4443)
+//	private_key_file         the concentrator's PEM private key (required)
+//	pool.ipv4                clients' inner IPv4 addresses (default 100.96.0.0/16; "" for none)
+//	pool.ipv6                clients' inner IPv6 addresses (default fd62:7261:6964::/64; "" for none)
+//	nat.enabled              masquerade inner traffic leaving the host (default true)
+//	nat.interface            only traffic leaving via this interface (default: any but the tunnel)
+//	clients                  list of clients allowed to connect:
+//	  - name                 unique name (required)
+//	    public_key           the client's base64 ed25519 public key (required, unique)
+//	    prefixes             LAN prefixes routed to this client (optional)
+//	tun.name                 TUN device name (default braid0)
+//	tun.mtu                  TUN MTU, 0 for automatic, else 1280..65535 (default 0)
+//	state_file               address leases (default /var/lib/braid/leases.json)
+//	grace_period             how long a session outlives its last path, >= 1s (default 2m)
+//	control                  control socket path (default /run/braid/concentrator.sock)
+//	log_level                debug, info, warn or error (default info)
+//
+// Load only checks syntax and consistency: it resolves no names, looks up
+// no interfaces and reads no keys.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// Scheduler modes, the values of the client's mode key.
+const (
+	ModeFailover  = "failover"
+	ModeAggregate = "aggregate"
+)
+
+var (
+	modes     = []string{ModeFailover, ModeAggregate}
+	logLevels = []string{"debug", "info", "warn", "error"}
+)
+
+// Tun configures the TUN device.
+type Tun struct {
+	Name string `mapstructure:"name"` // default "braid0"
+	MTU  int    `mapstructure:"mtu"`  // 0 means automatic
+}
+
+// Uplink is one network interface the client sends tunnel traffic over,
+// as one path.
+type Uplink struct {
+	Name      string     `mapstructure:"name"`      // unique path name; defaults to Interface
+	Interface string     `mapstructure:"interface"` // required, e.g. "wlan0"
+	Source    netip.Addr `mapstructure:"source"`    // optional; zero means the interface's first address
+	Priority  int        `mapstructure:"priority"`  // failover order: lower is preferred; default 0
+	Metered   bool       `mapstructure:"metered"`   // used only when no unmetered uplink works
+	Weight    float64    `mapstructure:"weight"`    // share in aggregate mode; default 1
+}
+
+// Client is the configuration of braid client.
+type Client struct {
+	Concentrator          string         `mapstructure:"concentrator"`            // host:port
+	ConcentratorPublicKey string         `mapstructure:"concentrator_public_key"` // see ParsePublicKey
+	PrivateKeyFile        string         `mapstructure:"private_key_file"`        // see LoadPrivateKey
+	Uplinks               []Uplink       `mapstructure:"uplinks"`                 // at least one
+	Mode                  string         `mapstructure:"mode"`                    // ModeFailover or ModeAggregate
+	Routes                []netip.Prefix `mapstructure:"routes"`                  // sent into the tunnel
+	Tun                   Tun            `mapstructure:"tun"`
+	Table                 int            `mapstructure:"table"`  // routing table for the tunnel routes
+	FwMark                uint32         `mapstructure:"fwmark"` // mark on the tunnel's own sockets
+	Control               string         `mapstructure:"control"`
+	LogLevel              string         `mapstructure:"log_level"`
+}
+
+// ClientEntry is a client the concentrator accepts.
+type ClientEntry struct {
+	Name      string         `mapstructure:"name"`
+	PublicKey string         `mapstructure:"public_key"`
+	Prefixes  []netip.Prefix `mapstructure:"prefixes"` // LAN prefixes routed to this client
+}
+
+// Pool holds the prefixes clients' inner addresses are leased from.
+// A zero prefix means no addresses of that family.
+type Pool struct {
+	IPv4 netip.Prefix `mapstructure:"ipv4"`
+	IPv6 netip.Prefix `mapstructure:"ipv6"`
+}
+
+// NAT configures masquerading of inner traffic leaving the concentrator.
+type NAT struct {
+	Enabled   bool   `mapstructure:"enabled"`
+	Interface string `mapstructure:"interface"` // "" means any interface but the tunnel
+}
+
+// Concentrator is the configuration of braid concentrator.
+type Concentrator struct {
+	Listen         netip.AddrPort `mapstructure:"listen"`
+	PrivateKeyFile string         `mapstructure:"private_key_file"`
+	Pool           Pool           `mapstructure:"pool"`
+	NAT            NAT            `mapstructure:"nat"`
+	Clients        []ClientEntry  `mapstructure:"clients"`
+	Tun            Tun            `mapstructure:"tun"`
+	StateFile      string         `mapstructure:"state_file"`
+	GracePeriod    time.Duration  `mapstructure:"grace_period"` // session kept with zero paths
+	Control        string         `mapstructure:"control"`
+	LogLevel       string         `mapstructure:"log_level"`
+}
+
+// Every scalar key is given a default, even an empty one, so that viper
+// knows it and the environment can set it.
+var clientDefaults = map[string]any{
+	"concentrator":            "",
+	"concentrator_public_key": "",
+	"private_key_file":        "",
+	"mode":                    ModeFailover,
+	"routes":                  []string{"0.0.0.0/0", "::/0"},
+	"tun.name":                "braid0",
+	"tun.mtu":                 0,
+	"table":                   7800,
+	"fwmark":                  0x7800,
+	"control":                 "/run/braid/client.sock",
+	"log_level":               "info",
+}
+
+var concentratorDefaults = map[string]any{
+	"listen":           "0.0.0.0:4443",
+	"private_key_file": "",
+	"pool.ipv4":        "100.96.0.0/16",
+	"pool.ipv6":        "fd62:7261:6964::/64",
+	"nat.enabled":      true,
+	"nat.interface":    "",
+	"tun.name":         "braid0",
+	"tun.mtu":          0,
+	"state_file":       "/var/lib/braid/leases.json",
+	"grace_period":     "2m",
+	"control":          "/run/braid/concentrator.sock",
+	"log_level":        "info",
+}
+
+// LoadClient reads, completes and validates a client config file.
+func LoadClient(path string) (*Client, error) {
+	return LoadClientWith(path, nil)
+}
+
+// LoadClientWith is LoadClient with overrides: values keyed by config
+// key ("mode", "tun.mtu") that beat the file and the environment. A path
+// of "" reads no file.
+func LoadClientWith(path string, overrides map[string]any) (*Client, error) {
+	c := new(Client)
+	if err := load(path, clientDefaults, overrides, c); err != nil {
+		return nil, err
+	}
+	for i := range c.Uplinks {
+		u := &c.Uplinks[i]
+		if u.Name == "" {
+			u.Name = u.Interface
+		}
+		if u.Weight == 0 {
+			u.Weight = 1
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fileError(path, err)
+	}
+	return c, nil
+}
+
+// LoadConcentrator reads, completes and validates a concentrator config
+// file.
+func LoadConcentrator(path string) (*Concentrator, error) {
+	return LoadConcentratorWith(path, nil)
+}
+
+// LoadConcentratorWith is LoadConcentrator with overrides, as in
+// LoadClientWith.
+func LoadConcentratorWith(path string, overrides map[string]any) (*Concentrator, error) {
+	c := new(Concentrator)
+	if err := load(path, concentratorDefaults, overrides, c); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fileError(path, err)
+	}
+	return c, nil
+}
+
+// load decodes defaults, the file at path, the environment and overrides
+// into out, in increasing order of precedence.
+func load(path string, defaults, overrides map[string]any, out any) error {
+	v := viper.New()
+	v.SetEnvPrefix("BRAID")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for k, val := range defaults {
+		v.SetDefault(k, val)
+	}
+	if path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return fileError(path, readError(err))
+		}
+	}
+	for k, val := range overrides {
+		v.Set(k, val)
+	}
+	// Like UnmarshalExact, but collecting unknown keys with their full
+	// paths ("uplinks[0].nmae") rather than mapstructure's wording.
+	var md mapstructure.Metadata
+	err := v.Unmarshal(out, viper.DecodeHook(decodeHook()), func(dc *mapstructure.DecoderConfig) {
+		dc.Metadata = &md
+	})
+	if err != nil {
+		return fileError(path, decodeError(err))
+	}
+	return fileError(path, unknownKeys(md.Unused))
+}
+
+func unknownKeys(keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	slices.Sort(keys)
+	quoted := make([]string, len(keys))
+	for i, k := range keys {
+		quoted[i] = strconv.Quote(k)
+	}
+	if len(keys) == 1 {
+		return fmt.Errorf("unknown key %s", quoted[0])
+	}
+	return fmt.Errorf("unknown keys %s", strings.Join(quoted, ", "))
+}
+
+func fileError(path string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if path == "" {
+		return fmt.Errorf("config: %w", err)
+	}
+	return fmt.Errorf("config %s: %w", path, err)
+}
+
+// readError rewords an error reading or parsing the file without
+// repeating the file name.
+func readError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var ce viper.ConfigParseError
+	if errors.As(err, &ce) {
+		err = ce.Unwrap()
+	}
+	return errors.New(strings.Join(strings.Fields(err.Error()), " "))
+}
+
+func decodeHook() mapstructure.DecodeHookFunc {
+	return mapstructure.ComposeDecodeHookFunc(
+		parseHook(mapstructure.TextUnmarshallerHookFunc()),
+		parseHook(mapstructure.StringToTimeDurationHookFunc()),
+		// StringToSliceHookFunc only makes []string; routes are []netip.Prefix.
+		mapstructure.StringToWeakSliceHookFunc(","),
+	)
+}
+
+// parseHook wraps a hook that parses strings: it trims spaces (left by
+// "a, b" lists) and rewords errors as `"x" is not a valid prefix`.
+func parseHook(h mapstructure.DecodeHookFunc) mapstructure.DecodeHookFuncValue {
+	return func(from, to reflect.Value) (any, error) {
+		if from.Kind() != reflect.String {
+			return mapstructure.DecodeHookExec(h, from, to)
+		}
+		s := from.String()
+		out, err := mapstructure.DecodeHookExec(h, reflect.ValueOf(strings.TrimSpace(s)), to)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a valid %s", s, typeName(to.Type()))
+		}
+		if _, unchanged := out.(string); unchanged {
+			return from.Interface(), nil
+		}
+		return out, nil
+	}
+}
+
+// decodeError rewords mapstructure's errors, one per bad key, as
+// `key "routes[0]": "10.0.0.0/33" is not a valid prefix`.
+func decodeError(err error) error {
+	var msgs []string
+	for _, e := range leaves(err) {
+		var de *mapstructure.DecodeError
+		if !errors.As(e, &de) {
+			msgs = append(msgs, e.Error())
+			continue
+		}
+		msgs = append(msgs, fmt.Sprintf("key %q: %s", de.Name(), describe(de.Unwrap())))
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// leaves flattens a tree of joined errors.
+func leaves(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, leaves(e)...)
+	}
+	return out
+}
+
+func describe(err error) string {
+	var pe *mapstructure.ParseError
+	if errors.As(err, &pe) {
+		return fmt.Sprintf("%q is not a valid %s", fmt.Sprint(pe.Value), typeName(pe.Expected.Type()))
+	}
+	var ue *mapstructure.UnconvertibleTypeError
+	if errors.As(err, &ue) {
+		return fmt.Sprintf("expected %s, got %s", typeName(ue.Expected.Type()), typeName(reflect.TypeOf(ue.Value)))
+	}
+	return err.Error()
+}
+
+// typeName names a type as a config file's author would.
+func typeName(t reflect.Type) string {
+	switch t {
+	case nil:
+		return "nothing"
+	case reflect.TypeFor[netip.Prefix]():
+		return "prefix"
+	case reflect.TypeFor[netip.Addr]():
+		return "IP address"
+	case reflect.TypeFor[netip.AddrPort]():
+		return "IP:port address"
+	case reflect.TypeFor[time.Duration]():
+		return "duration"
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "unsigned integer"
+	case reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.String:
+		return "string"
+	case reflect.Slice, reflect.Array:
+		return "list"
+	case reflect.Map, reflect.Struct:
+		return "map"
+	}
+	return t.String()
+}
+
+// Validate reports the first invalid setting in c, naming its key.
+// LoadClient calls it after filling in defaults.
+func (c *Client) Validate() error {
+	if err := checkHostPort("concentrator", c.Concentrator); err != nil {
+		return err
+	}
+	if err := checkPublicKey("concentrator_public_key", c.ConcentratorPublicKey); err != nil {
+		return err
+	}
+	if c.PrivateKeyFile == "" {
+		return errEmpty("private_key_file")
+	}
+	if err := checkUplinks(c.Uplinks); err != nil {
+		return err
+	}
+	if err := checkOneOf("mode", c.Mode, modes); err != nil {
+		return err
+	}
+	for i, p := range c.Routes {
+		if err := checkPrefix(fmt.Sprintf("routes[%d]", i), p); err != nil {
+			return err
+		}
+	}
+	if err := c.Tun.check(); err != nil {
+		return err
+	}
+	if c.Table <= 0 || int64(c.Table) > 1<<32-1 {
+		return fmt.Errorf("key %q: %d is not a routing table number (1..4294967295)", "table", c.Table)
+	}
+	if c.FwMark == 0 {
+		return fmt.Errorf("key %q: must not be 0", "fwmark")
+	}
+	if c.Control == "" {
+		return errEmpty("control")
+	}
+	return checkOneOf("log_level", c.LogLevel, logLevels)
+}
+
+func checkUplinks(uplinks []Uplink) error {
+	if len(uplinks) == 0 {
+		return fmt.Errorf("key %q: at least one uplink is needed", "uplinks")
+	}
+	seen := map[string]bool{}
+	for i, u := range uplinks {
+		key := fmt.Sprintf("uplinks[%d]", i)
+		if err := u.check(key); err != nil {
+			return err
+		}
+		if seen[u.Name] {
+			return fmt.Errorf("key %q: name %q is used by another uplink", key+".name", u.Name)
+		}
+		seen[u.Name] = true
+	}
+	return nil
+}
+
+func (u *Uplink) check(key string) error {
+	if err := checkIfName(key+".interface", u.Interface); err != nil {
+		return err
+	}
+	if err := checkName(key+".name", u.Name); err != nil {
+		return err
+	}
+	if u.Source.IsValid() && (u.Source.IsUnspecified() || u.Source.IsMulticast()) {
+		return fmt.Errorf("key %q: %s is not a unicast address", key+".source", u.Source)
+	}
+	if !(u.Weight > 0) || math.IsInf(u.Weight, 1) {
+		return fmt.Errorf("key %q: %v is not a positive weight", key+".weight", u.Weight)
+	}
+	return nil
+}
+
+// Validate reports the first invalid setting in c, naming its key.
+// LoadConcentrator calls it.
+func (c *Concentrator) Validate() error {
+	if !c.Listen.IsValid() {
+		return errEmpty("listen")
+	}
+	if c.Listen.Port() == 0 {
+		return fmt.Errorf("key %q: %s has no port", "listen", c.Listen)
+	}
+	if c.PrivateKeyFile == "" {
+		return errEmpty("private_key_file")
+	}
+	if err := c.Pool.check(); err != nil {
+		return err
+	}
+	if err := checkClients(c.Clients, c.Pool); err != nil {
+		return err
+	}
+	if err := c.Tun.check(); err != nil {
+		return err
+	}
+	if c.StateFile == "" {
+		return errEmpty("state_file")
+	}
+	if c.GracePeriod < time.Second {
+		return fmt.Errorf("key %q: %v is less than 1s", "grace_period", c.GracePeriod)
+	}
+	if c.Control == "" {
+		return errEmpty("control")
+	}
+	return checkOneOf("log_level", c.LogLevel, logLevels)
+}
+
+func (p Pool) check() error {
+	if !p.IPv4.IsValid() && !p.IPv6.IsValid() {
+		return errors.New(`keys "pool.ipv4" and "pool.ipv6" are both empty; set at least one`)
+	}
+	if p.IPv4.IsValid() {
+		if err := checkPool("pool.ipv4", p.IPv4, true, 30); err != nil {
+			return err
+		}
+	}
+	if p.IPv6.IsValid() {
+		return checkPool("pool.ipv6", p.IPv6, false, 126)
+	}
+	return nil
+}
+
+func checkPool(key string, p netip.Prefix, v4 bool, maxBits int) error {
+	if p.Addr().Is4() != v4 || p.Addr().Is4In6() {
+		family := "IPv6"
+		if v4 {
+			family = "IPv4"
+		}
+		return fmt.Errorf("key %q: %s is not an %s prefix", key, p, family)
+	}
+	if p.Bits() > maxBits {
+		return fmt.Errorf("key %q: %s is too small, use at most /%d", key, p, maxBits)
+	}
+	return checkPrefix(key, p)
+}
+
+// checkClients checks names and keys are set and unique, and that no
+// routed prefix overlaps another or the pool.
+func checkClients(clients []ClientEntry, pool Pool) error {
+	names := map[string]bool{}
+	keys := map[string]bool{}
+	routed := map[string]netip.Prefix{"pool.ipv4": pool.IPv4, "pool.ipv6": pool.IPv6}
+	for i, c := range clients {
+		key := fmt.Sprintf("clients[%d]", i)
+		if err := checkName(key+".name", c.Name); err != nil {
+			return err
+		}
+		if names[c.Name] {
+			return fmt.Errorf("key %q: name %q is used by another client", key+".name", c.Name)
+		}
+		names[c.Name] = true
+		if err := checkPublicKey(key+".public_key", c.PublicKey); err != nil {
+			return err
+		}
+		pub, _ := ParsePublicKey(c.PublicKey)
+		if keys[string(pub)] {
+			return fmt.Errorf("key %q: public key is used by another client", key+".public_key")
+		}
+		keys[string(pub)] = true
+		for j, p := range c.Prefixes {
+			pkey := fmt.Sprintf("%s.prefixes[%d]", key, j)
+			if err := checkPrefix(pkey, p); err != nil {
+				return err
+			}
+			for other, q := range routed {
+				if q.IsValid() && p.Overlaps(q) {
+					return fmt.Errorf("key %q: %s overlaps %s of %q", pkey, p, q, other)
+				}
+			}
+			routed[pkey] = p
+		}
+	}
+	return nil
+}
+
+func (t Tun) check() error {
+	if err := checkIfName("tun.name", t.Name); err != nil {
+		return err
+	}
+	if t.MTU != 0 && (t.MTU < 1280 || t.MTU > 65535) {
+		return fmt.Errorf("key %q: %d is not 0 (automatic) or 1280..65535", "tun.mtu", t.MTU)
+	}
+	return nil
+}
+
+func errEmpty(key string) error {
+	return fmt.Errorf("key %q is empty", key)
+}
+
+func checkOneOf(key, val string, allowed []string) error {
+	if slices.Contains(allowed, val) {
+		return nil
+	}
+	return fmt.Errorf("key %q: %q is not one of %s", key, val, strings.Join(allowed, ", "))
+}
+
+// checkHostPort checks s is host:port with a numeric port, without
+// resolving the host.
+func checkHostPort(key, s string) error {
+	if s == "" {
+		return errEmpty(key)
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err == nil && host != "" {
+		if n, perr := strconv.ParseUint(port, 10, 16); perr == nil && n > 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("key %q: %q is not host:port", key, s)
+}
+
+func checkPublicKey(key, s string) error {
+	if s == "" {
+		return errEmpty(key)
+	}
+	if _, err := ParsePublicKey(s); err != nil {
+		return fmt.Errorf("key %q: %w", key, err)
+	}
+	return nil
+}
+
+func checkPrefix(key string, p netip.Prefix) error {
+	if !p.IsValid() {
+		return errEmpty(key)
+	}
+	if p != p.Masked() {
+		return fmt.Errorf("key %q: %s has host bits set; did you mean %s?", key, p, p.Masked())
+	}
+	return nil
+}
+
+// checkIfName checks a network interface name as Linux would.
+func checkIfName(key, s string) error {
+	if s == "" {
+		return errEmpty(key)
+	}
+	if len(s) > 15 || strings.ContainsAny(s, "/: \t\n") {
+		return fmt.Errorf("key %q: %q is not a valid interface name", key, s)
+	}
+	return nil
+}
+
+// checkName checks a path or client name: it is shown in status output
+// and used in file names.
+func checkName(key, s string) error {
+	if s == "" {
+		return errEmpty(key)
+	}
+	if err := validName(s); err != nil {
+		return fmt.Errorf("key %q: %w", key, err)
+	}
+	return nil
+}
+
+func validName(s string) error {
+	ok := len(s) <= 32 && s != "" && s[0] != '.' && s[0] != '-'
+	for _, r := range s {
+		ok = ok && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-", r))
+	}
+	if !ok {
+		return fmt.Errorf("%q is not a valid name (1-32 letters, digits, '.', '_' or '-', not starting with '.' or '-')", s)
+	}
+	return nil
+}

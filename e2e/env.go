@@ -1,0 +1,329 @@
+// Package e2e runs braid end to end on real kernels: the namespace lab
+// (package lab), the braid binary started as a concentrator and a client
+// in their namespaces, and TCP traffic from a host on the client's LAN to a
+// server behind the concentrator. The e2e tests and `braid demo` use it.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/braid-tunnel/braid/config"
+	"github.com/braid-tunnel/braid/e2e/lab"
+	"github.com/braid-tunnel/braid/tunnel"
+)
+
+// ConcPort is the concentrator's UDP port in the lab.
+const ConcPort = 4443
+
+// Options choose the lab's links and braid's mode.
+type Options struct {
+	Links lab.TopologyOptions
+	Mode  string // scheduler mode of the client; "" for failover
+	// GracePeriod of the concentrator; 0 for the default.
+	GracePeriod time.Duration
+}
+
+// Env is a running lab with braid in it.
+type Env struct {
+	Topo *lab.Topology
+	Dir  string // configs, keys, state, logs
+	bin  string
+	opts Options
+
+	conc, client *exec.Cmd
+	concSocket   string
+	clientSocket string
+}
+
+// Start builds the lab, writes configs and starts the concentrator and the
+// client, then waits until both of the client's paths are up.
+func Start(ctx context.Context, bin string, opts Options) (*Env, error) {
+	e, err := Build(bin, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Up(ctx); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Build builds the lab and writes braid's configs, starting nothing.
+func Build(bin string, opts Options) (*Env, error) {
+	dir, err := os.MkdirTemp("", "braid-e2e-")
+	if err != nil {
+		return nil, err
+	}
+	topo, err := lab.NewTopology(labPrefix(), opts.Links)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	e := &Env{Topo: topo, Dir: dir, bin: bin, opts: opts,
+		concSocket: filepath.Join(dir, "concentrator.sock"), clientSocket: filepath.Join(dir, "client.sock")}
+	if err := e.writeConfigs(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Up starts the concentrator and the client and waits for both paths.
+func (e *Env) Up(ctx context.Context) error {
+	if err := e.StartConcentrator(); err != nil {
+		return err
+	}
+	var err error
+	if e.client, err = e.start(e.Topo.Client, "client", "client.yaml"); err != nil {
+		return err
+	}
+	return e.WaitPaths(ctx, 2, 20*time.Second)
+}
+
+// labPrefix starts the namespace names; the lab adds a random id.
+func labPrefix() string { return "bd" }
+
+func (e *Env) writeConfigs() error {
+	concPub, err := config.GenerateKeyFile(filepath.Join(e.Dir, "concentrator.key"))
+	if err != nil {
+		return err
+	}
+	clientPub, err := config.GenerateKeyFile(filepath.Join(e.Dir, "client.key"))
+	if err != nil {
+		return err
+	}
+	otherPub, err := config.GenerateKeyFile(filepath.Join(e.Dir, "other.key"))
+	if err != nil {
+		return err
+	}
+	mode := e.opts.Mode
+	if mode == "" {
+		mode = "failover"
+	}
+	grace := ""
+	if e.opts.GracePeriod > 0 {
+		grace = fmt.Sprintf("grace_period: %s\n", e.opts.GracePeriod)
+	}
+	t := e.Topo
+	conc := fmt.Sprintf(`listen: "%s"
+private_key_file: %s
+state_file: %s
+control: %s
+%spool:
+  ipv4: 100.96.0.0/16
+  ipv6: "fd62:7261:6964::/64"
+nat:
+  enabled: true
+tun:
+  name: braid0
+clients:
+  - name: branch
+    public_key: %s
+    prefixes: [%s, "%s"]
+  - name: other
+    public_key: %s
+`, netip.AddrPortFrom(t.ConcAddr, ConcPort), filepath.Join(e.Dir, "concentrator.key"), filepath.Join(e.Dir, "leases.json"),
+		e.concSocket, grace, config.EncodePublicKey(clientPub), t.LANPrefix, t.LANPrefix6, config.EncodePublicKey(otherPub))
+	client := fmt.Sprintf(`concentrator: "%s"
+concentrator_public_key: %s
+private_key_file: %s
+control: %s
+mode: %s
+tun:
+  name: braid0
+uplinks:
+  - name: isp1
+    interface: %s
+    priority: 0
+  - name: isp2
+    interface: %s
+    priority: 1
+`, netip.AddrPortFrom(t.ConcAddr, ConcPort), config.EncodePublicKey(concPub), filepath.Join(e.Dir, "client.key"),
+		e.clientSocket, mode, t.Uplink1Dev, t.Uplink2Dev)
+	if err := os.WriteFile(filepath.Join(e.Dir, "concentrator.yaml"), []byte(conc), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(e.Dir, "client.yaml"), []byte(client), 0o600)
+}
+
+// start runs `braid ROLE --config FILE` in ns, logging to DIR/ROLE.log.
+func (e *Env) start(ns *lab.NS, role, file string) (*exec.Cmd, error) {
+	logf, err := os.OpenFile(filepath.Join(e.Dir, role+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(e.bin, role, "--config", filepath.Join(e.Dir, file))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := ns.Start(cmd); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", role, err)
+	}
+	go func() { cmd.Wait(); logf.Close() }()
+	return cmd, nil
+}
+
+// StartConcentrator starts the concentrator (again).
+func (e *Env) StartConcentrator() error {
+	var err error
+	e.conc, err = e.start(e.Topo.Conc, "concentrator", "concentrator.yaml")
+	return err
+}
+
+// StopConcentrator stops the concentrator and waits until it is gone.
+func (e *Env) StopConcentrator() {
+	stop(e.conc)
+	e.conc = nil
+}
+
+// stop ends a daemon: SIGTERM, then SIGKILL after a grace of 5 s.
+func stop(cmd *exec.Cmd) {
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		for cmd.ProcessState == nil {
+			if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Close stops the daemons and removes the lab and the directory.
+func (e *Env) Close() error {
+	stop(e.client)
+	stop(e.conc)
+	err := e.Topo.Lab.Close()
+	os.RemoveAll(e.Dir)
+	return err
+}
+
+// Logs returns the daemons' logs, for a failing test.
+func (e *Env) Logs() string {
+	var b strings.Builder
+	for _, role := range []string{"concentrator", "client"} {
+		data, _ := os.ReadFile(filepath.Join(e.Dir, role+".log"))
+		fmt.Fprintf(&b, "--- %s log ---\n%s", role, data)
+	}
+	return b.String()
+}
+
+// ClientStatus reads the client's status.
+func (e *Env) ClientStatus() (tunnel.ClientStatus, error) {
+	var st tunnel.ClientStatus
+	raw, err := tunnel.ReadStatus(e.clientSocket)
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(raw, &st)
+}
+
+// ConcentratorStatus reads the concentrator's status.
+func (e *Env) ConcentratorStatus() (tunnel.ConcentratorStatus, error) {
+	var st tunnel.ConcentratorStatus
+	raw, err := tunnel.ReadStatus(e.concSocket)
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(raw, &st)
+}
+
+// WaitPaths waits until n of the client's paths are up.
+func (e *Env) WaitPaths(ctx context.Context, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		st, err := e.ClientStatus()
+		if err == nil {
+			up := 0
+			for _, p := range st.Paths {
+				if p.State == "up" {
+					up++
+				}
+			}
+			if up >= n {
+				return nil
+			}
+			last = fmt.Errorf("%d of %d paths up", up, n)
+		} else {
+			last = err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("waiting for %d paths: %w", n, last)
+}
+
+// Cut is how an uplink fails.
+type Cut int
+
+const (
+	LinkDown  Cut = iota // the client's interface goes down
+	Blackhole            // the provider silently drops everything
+)
+
+// CutUplink takes uplink i (1 or 2) out: LinkDown drops the carrier of
+// the client's interface (the ISP's end goes down), Blackhole makes the
+// ISP silently drop everything.
+func (e *Env) CutUplink(i int, how Cut) error {
+	if how == LinkDown {
+		return e.Topo.SetUplinkUp(i, false)
+	}
+	return e.Topo.ISP(i).Blackhole(lab.ISPClientDev, true)
+}
+
+// RestoreUplink undoes CutUplink.
+func (e *Env) RestoreUplink(i int, how Cut) error {
+	if how == LinkDown {
+		return e.Topo.SetUplinkUp(i, true)
+	}
+	return e.Topo.ISP(i).Blackhole(lab.ISPClientDev, false)
+}
+
+// Listen opens a TCP listener on the server behind the concentrator.
+func (e *Env) Listen(port int) (net.Listener, error) {
+	var ln net.Listener
+	err := e.Topo.Server.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(e.Topo.ServerAddr, uint16(port)).String())
+		return err
+	})
+	return ln, err
+}
+
+// DialFromLAN opens a TCP connection from the host on the client's LAN.
+func (e *Env) DialFromLAN(ctx context.Context, port int) (net.Conn, error) {
+	var conn net.Conn
+	err := e.Topo.LANHost.Do(func() error {
+		var err error
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(e.Topo.ServerAddr, uint16(port)).String())
+		return err
+	})
+	return conn, err
+}
+
+// ErrNotRoot is returned where the lab needs root.
+var ErrNotRoot = errors.New("the namespace lab needs root")

@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"time"
+)
+
+// TransferResult is what one TCP transfer through the tunnel did.
+type TransferResult struct {
+	Bytes        int64
+	Duration     time.Duration
+	LongestStall time.Duration // longest time the receiver got nothing
+	Intact       bool          // every byte arrived, in order, unchanged
+}
+
+// Goodput in bits per second.
+func (r TransferResult) Goodput() float64 {
+	return float64(r.Bytes) * 8 / r.Duration.Seconds()
+}
+
+func (r TransferResult) String() string {
+	return fmt.Sprintf("%d bytes in %v (%.1f Mbit/s), longest stall %v, intact %v",
+		r.Bytes, r.Duration.Round(time.Millisecond), r.Goodput()/1e6, r.LongestStall.Round(time.Millisecond), r.Intact)
+}
+
+// transferPort is the server's TCP port for transfers.
+const transferPort = 5201
+
+// Transfer streams from the LAN host to the server over one TCP connection
+// until limit bytes are sent (limit > 0) or dur has passed (dur > 0),
+// calling during with the bytes received so far as they arrive. The
+// receiver checks every byte against the sender's hash.
+func (e *Env) Transfer(ctx context.Context, limit int64, dur time.Duration, during func(received int64)) (TransferResult, error) {
+	ln, err := e.Listen(transferPort)
+	if err != nil {
+		return TransferResult{}, err
+	}
+	defer ln.Close()
+	return runTransfer(ctx, ln, func(ctx context.Context) (net.Conn, error) { return e.DialFromLAN(ctx, transferPort) }, limit, dur, during)
+}
+
+// runTransfer sends over a connection from dial to one accepted on ln.
+func runTransfer(ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error), limit int64, dur time.Duration, during func(int64)) (TransferResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sent := make(chan sendResult, 1)
+	go func() { sent <- send(ctx, dial, limit, dur) }()
+	conn, err := ln.Accept()
+	if err != nil {
+		return TransferResult{}, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	res, got, rerr := receive(conn, during)
+	s := <-sent
+	if s.err != nil {
+		return res, fmt.Errorf("sender: %w", s.err)
+	}
+	if rerr != nil {
+		return res, fmt.Errorf("receiver after %d bytes: %w", res.Bytes, rerr)
+	}
+	res.Intact = res.Bytes == s.bytes && got == s.sum
+	return res, nil
+}
+
+type sendResult struct {
+	bytes int64
+	sum   [32]byte
+	err   error
+}
+
+// send writes a pseudo-random stream and returns its length and hash.
+func send(ctx context.Context, dial func(context.Context) (net.Conn, error), limit int64, dur time.Duration) sendResult {
+	conn, err := dial(ctx)
+	if err != nil {
+		return sendResult{err: err}
+	}
+	defer conn.Close()
+	rng := rand.NewChaCha8([32]byte{42})
+	h := sha256.New()
+	buf := make([]byte, 32<<10)
+	var total int64
+	deadline := time.Now().Add(dur)
+	for (limit <= 0 || total < limit) && (dur <= 0 || time.Now().Before(deadline)) {
+		n := len(buf)
+		if limit > 0 {
+			n = int(min(int64(n), limit-total))
+		}
+		rng.Read(buf[:n])
+		h.Write(buf[:n])
+		if _, err := conn.Write(buf[:n]); err != nil {
+			return sendResult{bytes: total, err: err}
+		}
+		total += int64(n)
+	}
+	var r sendResult
+	r.bytes = total
+	copy(r.sum[:], h.Sum(nil))
+	return r
+}
+
+// receive reads to EOF, hashing and timing what arrives.
+func receive(conn net.Conn, during func(int64)) (TransferResult, [32]byte, error) {
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	start := time.Now()
+	last := start
+	var res TransferResult
+	var sum [32]byte
+	for {
+		n, err := conn.Read(buf)
+		now := time.Now()
+		if n > 0 {
+			res.LongestStall = max(res.LongestStall, now.Sub(last))
+			last = now
+			h.Write(buf[:n])
+			res.Bytes += int64(n)
+			if during != nil {
+				during(res.Bytes)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			res.Duration = last.Sub(start)
+			copy(sum[:], h.Sum(nil))
+			return res, sum, nil
+		}
+		if err != nil {
+			res.Duration = now.Sub(start)
+			return res, sum, err
+		}
+	}
+}

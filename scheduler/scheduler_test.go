@@ -1,0 +1,133 @@
+package scheduler
+
+import (
+	"testing"
+)
+
+func TestParseMode(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Mode
+		wantErr bool
+	}{
+		{"failover", Failover, false},
+		{"aggregate", Aggregate, false},
+		{"", Failover, false},
+		{"Failover", "", true},
+		{"redundant", "", true},
+	}
+	for _, tt := range tests {
+		got, err := ParseMode(tt.in)
+		if got != tt.want || (err != nil) != tt.wantErr {
+			t.Errorf("ParseMode(%q) = %q, %v; want %q, err %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestNew(t *testing.T) {
+	for _, m := range []Mode{Failover, Aggregate, ""} {
+		if s, err := New(m); s == nil || err != nil {
+			t.Errorf("New(%q) = %v, %v", m, s, err)
+		}
+	}
+	if s, err := New("bogus"); s != nil || err == nil {
+		t.Errorf("New(bogus) = %v, %v; want error", s, err)
+	}
+}
+
+func TestUsable(t *testing.T) {
+	tests := []struct {
+		s    PathState
+		want bool
+	}{
+		{PathState{Up: true, QueueCap: 4}, true},
+		{PathState{Up: true, Queued: 3, QueueCap: 4}, true},
+		{PathState{Up: true, Queued: 4, QueueCap: 4}, false},
+		{PathState{Up: true, Queued: 5, QueueCap: 4}, false},
+		{PathState{Up: false, QueueCap: 4}, false},
+		{PathState{Up: true, Queued: 100}, true}, // QueueCap 0: unbounded
+	}
+	for _, tt := range tests {
+		if got := tt.s.usable(); got != tt.want {
+			t.Errorf("%+v usable = %v, want %v", tt.s, got, tt.want)
+		}
+	}
+}
+
+// pick is Pick for tests that expect at most one path: it returns the index,
+// or -1 for drop.
+func pick(t testing.TB, s Scheduler, p Packet, paths []PathState) int {
+	t.Helper()
+	got := s.Pick(nil, p, paths)
+	switch len(got) {
+	case 0:
+		return -1
+	case 1:
+		return got[0]
+	}
+	t.Fatalf("Pick = %v, want at most one path", got)
+	return -1
+}
+
+func TestPickAppends(t *testing.T) {
+	paths := []PathState{up(0, 1), up(0, 1)}
+	for _, m := range []Mode{Failover, Aggregate} {
+		s, _ := New(m)
+		dst := s.Pick([]int{42}, Packet{}, paths)
+		if len(dst) != 2 || dst[0] != 42 {
+			t.Errorf("%s: Pick([42]) = %v, want [42 x]", m, dst)
+		}
+		if dst := s.Pick([]int{42}, Packet{}, nil); len(dst) != 1 {
+			t.Errorf("%s: Pick([42], no paths) = %v, want [42]", m, dst)
+		}
+	}
+}
+
+func TestPickAllocs(t *testing.T) {
+	paths := []PathState{up(0, 3), up(0, 1), up(1, 2), {Up: false}}
+	for _, m := range []Mode{Failover, Aggregate} {
+		s, _ := New(m)
+		dst := make([]int, 0, len(paths))
+		var flow uint64
+		allocs := testing.AllocsPerRun(1000, func() {
+			flow++
+			dst = s.Pick(dst[:0], Packet{Flow: flow, Size: 1200}, paths)
+		})
+		if allocs != 0 {
+			t.Errorf("%s: Pick allocates %v times per run", m, allocs)
+		}
+	}
+}
+
+func BenchmarkPick(b *testing.B) {
+	paths := []PathState{up(0, 3), up(0, 1), up(1, 2), {Up: false}}
+	for _, m := range []Mode{Failover, Aggregate} {
+		b.Run(string(m), func(b *testing.B) {
+			s, _ := New(m)
+			dst := make([]int, 0, len(paths))
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				dst = s.Pick(dst[:0], Packet{Flow: uint64(i), Size: 1200}, paths)
+			}
+		})
+	}
+}
+
+// up is a usable path with the given priority and weight and room in its
+// queue.
+func up(prio int, weight float64) PathState {
+	return PathState{Up: true, Priority: prio, Weight: weight, QueueCap: 64}
+}
+
+// full is up, with a full queue.
+func full(prio int, weight float64) PathState {
+	s := up(prio, weight)
+	s.Queued = s.QueueCap
+	return s
+}
+
+func down(prio int, weight float64) PathState {
+	s := up(prio, weight)
+	s.Up = false
+	return s
+}

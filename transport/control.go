@@ -1,0 +1,116 @@
+package transport
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+)
+
+// ProtocolVersion is the version a client announces in its Hello.
+const ProtocolVersion = 1
+
+// MaxControlMessage bounds one control message, so a peer cannot make us
+// buffer more than this per path.
+const MaxControlMessage = 16 << 10
+
+// Control messages travel on each path's bidirectional control stream as a
+// 2-byte length followed by a JSON object with exactly one field set. JSON
+// keeps the control plane readable in captures and easy to extend; it is
+// not on the per-packet path.
+
+// Hello is the client's first message on a path.
+type Hello struct {
+	Version  int     `json:"version"`
+	Uplink   string  `json:"uplink"`   // the client's name for this path
+	Priority int     `json:"priority"` // failover tier, lower is preferred
+	Weight   float64 `json:"weight"`   // share in aggregate mode
+	Metered  bool    `json:"metered"`
+	Mode     string  `json:"mode"` // scheduler mode the client wants for its downstream
+	// Instance is random per client process: a new one tells the
+	// concentrator to start a new session (sequence numbers restart).
+	Instance uint64 `json:"instance"`
+}
+
+// Welcome is the concentrator's answer: the session the path joined.
+type Welcome struct {
+	Session   uint64         `json:"session"`   // changes when the concentrator creates a new session
+	Name      string         `json:"name"`      // the client's identity as the concentrator knows it
+	Addresses []netip.Prefix `json:"addresses"` // inner addresses, with the pool's prefix length
+	Routes    []netip.Prefix `json:"routes"`    // prefixes reachable through the concentrator (informational)
+	MTU       int            `json:"mtu"`       // largest inner packet the concentrator will send
+}
+
+// Report is sent periodically in both directions on every path: what this
+// side received on the path, so the peer can compute delivery and loss
+// without trusting clocks.
+type Report struct {
+	RxPackets  uint64 `json:"rx_packets"`
+	RxBytes    uint64 `json:"rx_bytes"`
+	HighestSeq uint64 `json:"highest_seq"`
+}
+
+// Message is one control message; exactly one field is set.
+type Message struct {
+	Hello   *Hello   `json:"hello,omitempty"`
+	Welcome *Welcome `json:"welcome,omitempty"`
+	Report  *Report  `json:"report,omitempty"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// ErrBadMessage is returned for a control message that does not parse or
+// does not have exactly one field set.
+var ErrBadMessage = errors.New("bad control message")
+
+// WriteMessage writes m to w in one Write call.
+func WriteMessage(w io.Writer, m *Message) error {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if len(body) > MaxControlMessage {
+		return fmt.Errorf("%w: %d bytes exceeds %d", ErrBadMessage, len(body), MaxControlMessage)
+	}
+	buf := make([]byte, 2+len(body))
+	binary.BigEndian.PutUint16(buf, uint16(len(body)))
+	copy(buf[2:], body)
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadMessage reads one message from r.
+func ReadMessage(r io.Reader) (*Message, error) {
+	var n [2]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return nil, err
+	}
+	size := int(binary.BigEndian.Uint16(n[:]))
+	if size > MaxControlMessage {
+		return nil, fmt.Errorf("%w: %d bytes exceeds %d", ErrBadMessage, size, MaxControlMessage)
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	return ParseMessage(body)
+}
+
+// ParseMessage decodes one message body (without the length prefix).
+func ParseMessage(body []byte) (*Message, error) {
+	var m Message
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
+	}
+	set := 0
+	for _, ok := range []bool{m.Hello != nil, m.Welcome != nil, m.Report != nil, m.Error != ""} {
+		if ok {
+			set++
+		}
+	}
+	if set != 1 {
+		return nil, fmt.Errorf("%w: %d fields set, want 1", ErrBadMessage, set)
+	}
+	return &m, nil
+}

@@ -1,0 +1,298 @@
+package transport
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"golang.org/x/time/rate"
+)
+
+// Timeouts of a path. Liveness is judged by braid's own probes (see the
+// tunnel package), far faster than these; they only reclaim connections
+// nobody closed.
+const (
+	handshakeTimeout = 5 * time.Second
+	idleTimeout      = 15 * time.Second
+)
+
+// handshakesPerSecond is how many new connections a concentrator accepts
+// per second before it demands address validation (a QUIC Retry, RFC 9000
+// §8.1.2) from further ones: a flood from spoofed addresses then costs one
+// stateless packet each.
+const handshakesPerSecond = 200
+
+func quicConfig() *quic.Config {
+	return &quic.Config{
+		EnableDatagrams:       true,
+		HandshakeIdleTimeout:  handshakeTimeout,
+		MaxIdleTimeout:        idleTimeout,
+		MaxIncomingStreams:    1, // the control stream
+		MaxIncomingUniStreams: -1,
+	}
+}
+
+// DatagramTooLargeError is returned by Send for a datagram the path cannot
+// carry now; Max is the largest payload it can.
+type DatagramTooLargeError struct{ Max int }
+
+func (e *DatagramTooLargeError) Error() string {
+	return fmt.Sprintf("datagram too large for path (max %d)", e.Max)
+}
+
+// Stats are a path's transport statistics, from QUIC's view.
+type Stats struct {
+	SmoothedRTT   time.Duration
+	MinRTT        time.Duration
+	RTTVar        time.Duration
+	Cwnd          uint64
+	BytesSent     uint64
+	BytesReceived uint64
+	PacketsSent   uint64
+	PacketsLost   uint64
+}
+
+// Path is one QUIC connection over one uplink, with its control stream.
+// Send and Receive may be called concurrently with each other and with the
+// control methods.
+type Path struct {
+	conn *quic.Conn
+	ctrl *quic.Stream
+	peer ed25519.PublicKey
+
+	// Owned by a client path, nil on the concentrator where they are shared.
+	tr  *quic.Transport
+	udp net.PacketConn
+
+	writeMu sync.Mutex // serialises control messages
+}
+
+// tooLargeProbe is never written: SendDatagram checks the length first.
+var tooLargeProbe = make([]byte, 1<<16)
+
+// Send sends one datagram. It blocks while quic-go's send queue is full,
+// which is the path's backpressure. The payload is copied.
+func (p *Path) Send(b []byte) error {
+	err := p.conn.SendDatagram(b)
+	var tl *quic.DatagramTooLargeError
+	if errors.As(err, &tl) {
+		return &DatagramTooLargeError{Max: int(tl.MaxDatagramPayloadSize)}
+	}
+	return err
+}
+
+// MaxDatagram is the largest datagram payload the path can carry now. It
+// grows as path MTU discovery (RFC 8899) finds room.
+func (p *Path) MaxDatagram() int {
+	var tl *quic.DatagramTooLargeError
+	if errors.As(p.conn.SendDatagram(tooLargeProbe), &tl) {
+		return int(tl.MaxDatagramPayloadSize)
+	}
+	return len(tooLargeProbe)
+}
+
+// Receive returns the next datagram.
+func (p *Path) Receive(ctx context.Context) ([]byte, error) {
+	return p.conn.ReceiveDatagram(ctx)
+}
+
+// ReadControl reads the next control message. One goroutine reads.
+func (p *Path) ReadControl() (*Message, error) { return ReadMessage(p.ctrl) }
+
+// WriteControl writes one control message.
+func (p *Path) WriteControl(m *Message) error {
+	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
+	return WriteMessage(p.ctrl, m)
+}
+
+// Stats returns QUIC's statistics of the path.
+func (p *Path) Stats() Stats {
+	s := p.conn.ConnectionStats()
+	return Stats{
+		SmoothedRTT:   s.SmoothedRTT,
+		MinRTT:        s.MinRTT,
+		RTTVar:        s.MeanDeviation,
+		Cwnd:          s.CongestionWindow,
+		BytesSent:     s.BytesSent,
+		BytesReceived: s.BytesReceived,
+		PacketsSent:   s.PacketsSent,
+		PacketsLost:   s.PacketsLost,
+	}
+}
+
+// PeerKey is the authenticated key of the peer.
+func (p *Path) PeerKey() ed25519.PublicKey { return p.peer }
+
+// LocalAddr and RemoteAddr are the path's UDP addresses.
+func (p *Path) LocalAddr() net.Addr  { return p.conn.LocalAddr() }
+func (p *Path) RemoteAddr() net.Addr { return p.conn.RemoteAddr() }
+
+// Done is closed when the connection is gone.
+func (p *Path) Done() <-chan struct{} { return p.conn.Context().Done() }
+
+// Err says why the connection is gone, once Done is closed.
+func (p *Path) Err() error { return context.Cause(p.conn.Context()) }
+
+// Close closes the connection, telling the peer why, and the socket of a
+// client path.
+func (p *Path) Close(reason string) error {
+	err := p.conn.CloseWithError(0, reason)
+	if p.tr != nil {
+		err = errors.Join(err, p.tr.Close())
+	}
+	if p.udp != nil {
+		err = errors.Join(err, p.udp.Close())
+	}
+	return err
+}
+
+// DialConfig says how a client reaches the concentrator over one uplink.
+type DialConfig struct {
+	Remote    netip.AddrPort
+	Interface string     // device the socket is bound to; "" for none
+	Source    netip.Addr // source address; invalid for any
+	Mark      uint32     // firewall mark on the path's packets; 0 for none
+	TLS       *tls.Config
+}
+
+// Dial opens a path: a QUIC connection from the uplink to the concentrator,
+// then the control stream, on which it sends hello and waits for the
+// welcome.
+func Dial(ctx context.Context, cfg DialConfig, hello *Hello) (*Path, *Welcome, error) {
+	udp, err := ListenUDP(cfg.Interface, cfg.Source, cfg.Mark)
+	if err != nil {
+		return nil, nil, err
+	}
+	tr := &quic.Transport{Conn: udp}
+	conn, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(cfg.Remote), cfg.TLS, quicConfig())
+	if err != nil {
+		tr.Close()
+		udp.Close()
+		return nil, nil, err
+	}
+	p := &Path{conn: conn, tr: tr, udp: udp}
+	w, err := p.clientHandshake(ctx, hello)
+	if err != nil {
+		p.Close("handshake failed")
+		return nil, nil, err
+	}
+	return p, w, nil
+}
+
+func (p *Path) clientHandshake(ctx context.Context, hello *Hello) (*Welcome, error) {
+	state := p.conn.ConnectionState().TLS
+	peer, err := peerKey(rawCerts(state))
+	if err != nil {
+		return nil, err
+	}
+	p.peer = peer
+	if p.ctrl, err = p.conn.OpenStreamSync(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.WriteControl(&Message{Hello: hello}); err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		p.ctrl.SetReadDeadline(dl)
+		defer p.ctrl.SetReadDeadline(time.Time{})
+	}
+	m, err := p.ReadControl()
+	if err != nil {
+		return nil, fmt.Errorf("waiting for welcome: %w", err)
+	}
+	if m.Error != "" {
+		return nil, fmt.Errorf("concentrator refused: %s", m.Error)
+	}
+	if m.Welcome == nil {
+		return nil, fmt.Errorf("%w: expected welcome", ErrBadMessage)
+	}
+	return m.Welcome, nil
+}
+
+func rawCerts(s tls.ConnectionState) [][]byte {
+	raw := make([][]byte, len(s.PeerCertificates))
+	for i, c := range s.PeerCertificates {
+		raw[i] = c.Raw
+	}
+	return raw
+}
+
+// Listener accepts paths on the concentrator.
+type Listener struct {
+	tr *quic.Transport
+	ln *quic.Listener
+}
+
+// Listen accepts paths on pc, authenticating clients with tlsConf.
+// resetSecret seeds the stateless reset key (RFC 9000 §10.3): derived from
+// a secret that survives restarts, it lets a restarted concentrator tell
+// clients at once that their old connections are gone, so they redial
+// instead of waiting for the idle timeout.
+func Listen(pc net.PacketConn, tlsConf *tls.Config, resetSecret []byte) (*Listener, error) {
+	limiter := rate.NewLimiter(handshakesPerSecond, handshakesPerSecond)
+	resetKey := quic.StatelessResetKey(sha256.Sum256(append([]byte("braid stateless reset\x00"), resetSecret...)))
+	tr := &quic.Transport{
+		Conn:                pc,
+		StatelessResetKey:   &resetKey,
+		VerifySourceAddress: func(net.Addr) bool { return !limiter.Allow() },
+	}
+	ln, err := tr.Listen(tlsConf, quicConfig())
+	if err != nil {
+		return nil, err
+	}
+	return &Listener{tr: tr, ln: ln}, nil
+}
+
+// Accept returns the next authenticated connection. Its control stream is
+// not open yet: call Handshake on it (in its own goroutine, so that one
+// slow client cannot hold up the others).
+func (l *Listener) Accept(ctx context.Context) (*Path, error) {
+	conn, err := l.ln.Accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	peer, err := peerKey(rawCerts(conn.ConnectionState().TLS))
+	if err != nil {
+		conn.CloseWithError(1, "bad certificate")
+		return nil, err
+	}
+	return &Path{conn: conn, peer: peer}, nil
+}
+
+// Handshake waits for the client's control stream and its hello.
+func (p *Path) Handshake(ctx context.Context) (*Hello, error) {
+	ctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	var err error
+	if p.ctrl, err = p.conn.AcceptStream(ctx); err != nil {
+		return nil, err
+	}
+	dl, _ := ctx.Deadline()
+	p.ctrl.SetReadDeadline(dl)
+	defer p.ctrl.SetReadDeadline(time.Time{})
+	m, err := p.ReadControl()
+	if err != nil {
+		return nil, err
+	}
+	if m.Hello == nil {
+		return nil, fmt.Errorf("%w: expected hello", ErrBadMessage)
+	}
+	return m.Hello, nil
+}
+
+// Addr is the listener's UDP address.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Close stops accepting and closes every connection.
+func (l *Listener) Close() error {
+	return errors.Join(l.ln.Close(), l.tr.Close())
+}

@@ -1,0 +1,123 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func newKey(t *testing.T) ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// listen starts a listener on loopback that admits only client.
+func listen(t *testing.T, server ed25519.PrivateKey, client ed25519.PublicKey) *Listener {
+	conf, err := ServerTLS(server, func(k ed25519.PublicKey) bool { return bytes.Equal(k, client) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := Listen(pc, conf, server.Seed())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(); pc.Close() })
+	return l
+}
+
+func dialConfig(t *testing.T, l *Listener, client ed25519.PrivateKey, server ed25519.PublicKey) DialConfig {
+	conf, err := ClientTLS(client, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return DialConfig{Remote: l.Addr().(*net.UDPAddr).AddrPort(), Source: netip.MustParseAddr("127.0.0.1"), TLS: conf}
+}
+
+func TestDialHandshakeAndDatagrams(t *testing.T) {
+	serverKey, clientKey := newKey(t), newKey(t)
+	l := listen(t, serverKey, clientKey.Public().(ed25519.PublicKey))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	serverPath := make(chan *Path, 1)
+	go func() {
+		p, err := l.Accept(ctx)
+		if err != nil {
+			t.Error(err)
+			close(serverPath)
+			return
+		}
+		h, err := p.Handshake(ctx)
+		if err != nil || h.Uplink != "wifi" {
+			t.Errorf("handshake: %v, %+v", err, h)
+		}
+		p.WriteControl(&Message{Welcome: &Welcome{Session: 9, Name: "laptop"}})
+		serverPath <- p
+	}()
+
+	cp, w, err := Dial(ctx, dialConfig(t, l, clientKey, serverKey.Public().(ed25519.PublicKey)), &Hello{Version: 1, Uplink: "wifi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Close("done")
+	if w.Session != 9 || w.Name != "laptop" {
+		t.Errorf("welcome = %+v", w)
+	}
+	sp := <-serverPath
+	if sp == nil {
+		t.FailNow()
+	}
+	if !bytes.Equal(sp.PeerKey(), clientKey.Public().(ed25519.PublicKey)) {
+		t.Error("server sees the wrong client key")
+	}
+	if err := cp.Send([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := sp.Receive(ctx)
+	if err != nil || string(got) != "ping" {
+		t.Fatalf("Receive = %q, %v", got, err)
+	}
+	max := cp.MaxDatagram()
+	if max < 1000 || max > 1500 {
+		t.Errorf("MaxDatagram = %d, want about 1200", max)
+	}
+	var tl *DatagramTooLargeError
+	if err := cp.Send(make([]byte, max+1)); !errors.As(err, &tl) || tl.Max != max {
+		t.Errorf("Send(max+1) = %v, want DatagramTooLargeError{%d}", err, max)
+	}
+}
+
+func TestUnknownClientRefused(t *testing.T) {
+	serverKey, clientKey, strangerKey := newKey(t), newKey(t), newKey(t)
+	l := listen(t, serverKey, clientKey.Public().(ed25519.PublicKey))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go l.Accept(ctx)
+	_, _, err := Dial(ctx, dialConfig(t, l, strangerKey, serverKey.Public().(ed25519.PublicKey)), &Hello{Version: 1})
+	if err == nil {
+		t.Fatal("a client with an unknown key got a path")
+	}
+}
+
+func TestWrongConcentratorRefused(t *testing.T) {
+	serverKey, clientKey, impostor := newKey(t), newKey(t), newKey(t)
+	l := listen(t, serverKey, clientKey.Public().(ed25519.PublicKey))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, err := Dial(ctx, dialConfig(t, l, clientKey, impostor.Public().(ed25519.PublicKey)), &Hello{Version: 1})
+	if !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("Dial to a concentrator with the wrong key: err = %v, want ErrUnknownPeer", err)
+	}
+}

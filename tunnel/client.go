@@ -1,0 +1,254 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/braid-tunnel/braid/scheduler"
+	"github.com/braid-tunnel/braid/transport"
+	"github.com/braid-tunnel/braid/tunnel/packet"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// Redial backoff of a path whose connection failed: quick at first, so a
+// restored uplink is used again soon, capped so a dead one costs little.
+const (
+	minRedial   = 100 * time.Millisecond
+	maxRedial   = 2 * time.Second
+	dialTimeout = 5 * time.Second
+)
+
+// Uplink is one path the client keeps to the concentrator.
+type Uplink struct {
+	Name     string
+	Priority int
+	Weight   float64
+	Metered  bool
+	// Resolve says how to reach the concentrator over this uplink now. It
+	// is called before every dial, since an uplink's address can change.
+	Resolve func() (transport.DialConfig, error)
+}
+
+// ClientOptions configure a Client.
+type ClientOptions struct {
+	Device  tun.Device // owned by the client from Run on
+	Uplinks []Uplink
+	Mode    scheduler.Mode
+	// MTU caps the inner MTU; 0 means what the paths carry.
+	MTU int
+	// Configure is called with the session's addresses and the inner MTU
+	// when the client first joins a session and whenever they change, to
+	// set them on the TUN and install routes. May be nil.
+	Configure func(addrs []netip.Prefix, mtu int) error
+	Logger    *slog.Logger
+}
+
+// Client is the client end of the tunnel: one TUN, one session, one link
+// per uplink.
+type Client struct {
+	opts     ClientOptions
+	log      *slog.Logger
+	counters Counters
+	writer   *tunWriter
+	sess     *session
+	instance uint64 // tells the concentrator that this process is new
+
+	mu      sync.Mutex // guards welcome and configured
+	welcome *transport.Welcome
+	mtu     int
+}
+
+// NewClient checks opts and returns a client ready to Run.
+func NewClient(opts ClientOptions) (*Client, error) {
+	if opts.Device == nil || len(opts.Uplinks) == 0 {
+		return nil, errors.New("client needs a device and at least one uplink")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	sess, err := newSession(0, opts.Mode)
+	if err != nil {
+		return nil, err
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	c := &Client{opts: opts, log: opts.Logger, sess: sess, instance: binary.BigEndian.Uint64(b[:])}
+	c.writer = newTunWriter(opts.Device, &c.counters, c.log)
+	return c, nil
+}
+
+// Run carries traffic until ctx is done, then closes the device.
+func (c *Client) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { c.writer.run(ctx) })
+	for _, u := range c.opts.Uplinks {
+		wg.Go(func() { c.maintain(ctx, u) })
+	}
+	readErr := make(chan error, 1)
+	go func() { readErr <- readTUN(c.opts.Device, &c.counters, c.outbound(ctx)) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-readErr:
+		err = fmt.Errorf("reading TUN: %w", err)
+	}
+	cancel()
+	c.opts.Device.Close()
+	wg.Wait()
+	return err
+}
+
+// maintain keeps one uplink's path up, redialling with backoff.
+func (c *Client) maintain(ctx context.Context, u Uplink) {
+	log := c.log.With("path", u.Name)
+	backoff := minRedial
+	for ctx.Err() == nil {
+		l, err := c.dial(ctx, u)
+		if err != nil {
+			log.Warn("path dial failed", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, maxRedial)
+			continue
+		}
+		backoff = minRedial
+		log.Info("path up", "local", l.path.LocalAddr(), "remote", l.path.RemoteAddr(), "mtu", l.mtu.Load())
+		c.sess.addLink(l)
+		err = l.run(ctx, c)
+		c.sess.removeLink(l)
+		if ctx.Err() == nil {
+			log.Warn("path down", "err", err)
+		}
+	}
+}
+
+func (c *Client) dial(ctx context.Context, u Uplink) (*link, error) {
+	cfg, err := u.Resolve()
+	if err != nil {
+		return nil, err
+	}
+	hello := transport.Hello{
+		Version:  transport.ProtocolVersion,
+		Uplink:   u.Name,
+		Priority: u.Priority,
+		Weight:   u.Weight,
+		Metered:  u.Metered,
+		Mode:     string(c.opts.Mode),
+		Instance: c.instance,
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	p, w, err := transport.Dial(dctx, cfg, &hello)
+	if err != nil {
+		return nil, err
+	}
+	l := newLink(u.Name, hello, p, true, &c.counters, c.log)
+	if err := c.join(w, int(l.mtu.Load())); err != nil {
+		p.Close("configuration failed")
+		return nil, err
+	}
+	return l, nil
+}
+
+// join records the session a path joined, configuring the TUN on the
+// first welcome and whenever the addresses change.
+func (c *Client) join(w *transport.Welcome, pathMTU int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.welcome
+	if old != nil && old.Session != w.Session {
+		c.log.Info("concentrator started a new session", "old", old.Session, "new", w.Session)
+		c.sess.resetWindow()
+	}
+	c.welcome = w
+	if old != nil && slices.Equal(old.Addresses, w.Addresses) {
+		return nil
+	}
+	mtu := pathMTU
+	if c.opts.MTU > 0 {
+		mtu = min(mtu, c.opts.MTU)
+	}
+	c.mtu = mtu
+	c.log.Info("session joined", "session", w.Session, "name", w.Name, "addresses", w.Addresses, "mtu", mtu)
+	if c.opts.Configure == nil {
+		return nil
+	}
+	return c.opts.Configure(w.Addresses, mtu)
+}
+
+func (c *Client) gateways() gateways {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var gw gateways
+	if c.welcome == nil {
+		return gw
+	}
+	for _, a := range c.welcome.Addresses {
+		if a.Addr().Is4() {
+			gw.v4 = gatewayFor(a)
+		} else {
+			gw.v6 = gatewayFor(a)
+		}
+	}
+	return gw
+}
+
+func (c *Client) outbound(ctx context.Context) func(packetRef) {
+	return func(p packetRef) {
+		info, err := packet.Parse(p.packet())
+		if err != nil {
+			c.counters.DropMalformed.Add(1)
+			putBuffer(p.buf)
+			return
+		}
+		forward(ctx, c.sess, p, &info, c.writer, c.gateways(), &c.counters)
+	}
+}
+
+// deliver writes a data packet from the concentrator to the TUN.
+func (c *Client) deliver(ctx context.Context, l *link, seq uint64, pkt []byte) {
+	if !c.sess.accept(seq) {
+		c.counters.DropDuplicate.Add(1)
+		return
+	}
+	buf := getBuffer()
+	n := copy(buf.b[headroom:], pkt)
+	c.writer.write(ctx, packetRef{buf: buf, n: n})
+}
+
+// ClientStatus is what `braid status` shows of a client.
+type ClientStatus struct {
+	Role      string          `json:"role"`
+	Session   uint64          `json:"session"`
+	Name      string          `json:"name"`
+	Addresses []netip.Prefix  `json:"addresses"`
+	MTU       int             `json:"mtu"`
+	Mode      string          `json:"mode"`
+	Paths     []PathStatus    `json:"paths"`
+	Counters  CounterSnapshot `json:"counters"`
+}
+
+// Status returns the client's state.
+func (c *Client) Status() ClientStatus {
+	st := ClientStatus{Role: "client", Mode: string(c.opts.Mode), Paths: c.sess.pathStatus(), Counters: c.counters.Snapshot()}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.welcome != nil {
+		st.Session, st.Name, st.Addresses = c.welcome.Session, c.welcome.Name, c.welcome.Addresses
+	}
+	st.MTU = c.mtu
+	return st
+}

@@ -1,0 +1,411 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/braid-tunnel/braid/scheduler"
+	"github.com/braid-tunnel/braid/transport"
+	"github.com/braid-tunnel/braid/tunnel/packet"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// DefaultGracePeriod is how long a session outlives its last path.
+const DefaultGracePeriod = 120 * time.Second
+
+// Peer is a client the concentrator admits.
+type Peer struct {
+	Name      string
+	PublicKey ed25519.PublicKey
+	Prefixes  []netip.Prefix // LAN prefixes routed to this client
+}
+
+// ConcentratorOptions configure a Concentrator.
+type ConcentratorOptions struct {
+	Device      tun.Device     // owned by the concentrator from Run on
+	Conn        net.PacketConn // the UDP socket paths arrive on
+	PrivateKey  ed25519.PrivateKey
+	Peers       []Peer
+	Pool4       netip.Prefix // inner IPv4 pool; invalid for none
+	Pool6       netip.Prefix // inner IPv6 pool; invalid for none
+	StateFile   string       // lease file; "" keeps leases in memory
+	GracePeriod time.Duration
+	MTU         int // the concentrator's TUN MTU, announced to clients
+	Logger      *slog.Logger
+}
+
+// Concentrator is the server end: many clients, each a session with its
+// inner addresses, on one TUN.
+type Concentrator struct {
+	opts     ConcentratorOptions
+	log      *slog.Logger
+	counters Counters
+	writer   *tunWriter
+	ln       *transport.Listener
+	gw       gateways
+
+	// Immutable after NewConcentrator: lookups on the packet path take no lock.
+	peers    map[string]*peer // by public key
+	byAddr   map[netip.Addr]*peer
+	byPrefix []prefixRoute // longest prefix first
+}
+
+type prefixRoute struct {
+	prefix netip.Prefix
+	peer   *peer
+}
+
+// peer is a configured client and its session, if any.
+type peer struct {
+	Peer
+	addrs []netip.Prefix // inner addresses, with the pool's prefix length
+
+	mu       sync.Mutex // serialises session creation
+	sess     atomicSession
+	instance uint64
+}
+
+// owns reports whether src may appear as the source of this client's packets.
+func (p *peer) owns(src netip.Addr) bool {
+	for _, a := range p.addrs {
+		if a.Addr() == src {
+			return true
+		}
+	}
+	for _, pfx := range p.Prefixes {
+		if pfx.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
+// NewConcentrator assigns every peer its addresses and starts listening.
+func NewConcentrator(opts ConcentratorOptions) (*Concentrator, error) {
+	if opts.Device == nil || opts.Conn == nil {
+		return nil, errors.New("concentrator needs a device and a socket")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.GracePeriod <= 0 {
+		opts.GracePeriod = DefaultGracePeriod
+	}
+	c := &Concentrator{opts: opts, log: opts.Logger, peers: map[string]*peer{}, byAddr: map[netip.Addr]*peer{}}
+	if opts.Pool4.IsValid() {
+		c.gw.v4 = gatewayFor(opts.Pool4)
+	}
+	if opts.Pool6.IsValid() {
+		c.gw.v6 = gatewayFor(opts.Pool6)
+	}
+	if err := c.assign(); err != nil {
+		return nil, err
+	}
+	tlsConf, err := transport.ServerTLS(opts.PrivateKey, func(k ed25519.PublicKey) bool { return c.peers[string(k)] != nil })
+	if err != nil {
+		return nil, err
+	}
+	if c.ln, err = transport.Listen(opts.Conn, tlsConf, opts.PrivateKey.Seed()); err != nil {
+		return nil, err
+	}
+	c.writer = newTunWriter(opts.Device, &c.counters, c.log)
+	return c, nil
+}
+
+// assign loads leases and builds the lookup tables.
+func (c *Concentrator) assign() error {
+	leases, err := LoadLeases(c.opts.StateFile, c.opts.Pool4, c.opts.Pool6)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(c.opts.Peers))
+	for _, p := range c.opts.Peers {
+		names = append(names, p.Name)
+	}
+	if err := leases.Assign(names); err != nil {
+		return err
+	}
+	for _, cfg := range c.opts.Peers {
+		p := &peer{Peer: cfg}
+		lease := leases.Get(cfg.Name)
+		if lease.IPv4.IsValid() {
+			p.addrs = append(p.addrs, netip.PrefixFrom(lease.IPv4, c.opts.Pool4.Bits()))
+		}
+		if lease.IPv6.IsValid() {
+			p.addrs = append(p.addrs, netip.PrefixFrom(lease.IPv6, c.opts.Pool6.Bits()))
+		}
+		c.peers[string(cfg.PublicKey)] = p
+		for _, a := range p.addrs {
+			c.byAddr[a.Addr()] = p
+		}
+		for _, pfx := range cfg.Prefixes {
+			c.byPrefix = append(c.byPrefix, prefixRoute{pfx.Masked(), p})
+		}
+	}
+	sort.SliceStable(c.byPrefix, func(i, j int) bool { return c.byPrefix[i].prefix.Bits() > c.byPrefix[j].prefix.Bits() })
+	return nil
+}
+
+// Addresses returns the inner addresses of the named client.
+func (c *Concentrator) Addresses(name string) []netip.Prefix {
+	for _, p := range c.peers {
+		if p.Name == name {
+			return p.addrs
+		}
+	}
+	return nil
+}
+
+// TunAddresses are the concentrator's own inner addresses, with the pool
+// prefix lengths, to configure on its TUN.
+func (c *Concentrator) TunAddresses() []netip.Prefix {
+	var out []netip.Prefix
+	if c.gw.v4.IsValid() {
+		out = append(out, netip.PrefixFrom(c.gw.v4, c.opts.Pool4.Bits()))
+	}
+	if c.gw.v6.IsValid() {
+		out = append(out, netip.PrefixFrom(c.gw.v6, c.opts.Pool6.Bits()))
+	}
+	return out
+}
+
+// Addr is the UDP address paths arrive on.
+func (c *Concentrator) Addr() net.Addr { return c.ln.Addr() }
+
+// Run serves clients until ctx is done, then closes the listener and the
+// device.
+func (c *Concentrator) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { c.writer.run(ctx) })
+	wg.Go(func() { c.accept(ctx, &wg) })
+	wg.Go(func() { c.reap(ctx) })
+	readErr := make(chan error, 1)
+	go func() { readErr <- readTUN(c.opts.Device, &c.counters, c.outbound(ctx)) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-readErr:
+		err = fmt.Errorf("reading TUN: %w", err)
+	}
+	cancel()
+	c.ln.Close()
+	c.opts.Device.Close()
+	wg.Wait()
+	return err
+}
+
+func (c *Concentrator) accept(ctx context.Context, wg *sync.WaitGroup) {
+	for {
+		p, err := c.ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			c.log.Debug("accept", "err", err)
+			continue
+		}
+		wg.Go(func() { c.serve(ctx, p) })
+	}
+}
+
+// serve runs one path of a client: handshake, join the session, carry
+// traffic until the path dies.
+func (c *Concentrator) serve(ctx context.Context, p *transport.Path) {
+	pr := c.peers[string(p.PeerKey())]
+	hello, err := p.Handshake(ctx)
+	if err != nil || pr == nil {
+		c.log.Debug("handshake failed", "remote", p.RemoteAddr(), "err", err)
+		p.Close("handshake failed")
+		return
+	}
+	log := c.log.With("client", pr.Name, "path", hello.Uplink)
+	sess, err := c.join(pr, hello)
+	if err != nil {
+		p.WriteControl(&transport.Message{Error: err.Error()})
+		log.Warn("refused path", "err", err)
+		p.Close("refused")
+		return
+	}
+	welcome := &transport.Welcome{Session: sess.id, Name: pr.Name, Addresses: pr.addrs, Routes: c.TunAddresses(), MTU: c.opts.MTU}
+	if err := p.WriteControl(&transport.Message{Welcome: welcome}); err != nil {
+		p.Close("welcome failed")
+		return
+	}
+	l := newLink(hello.Uplink, *hello, p, false, &c.counters, c.log.With("client", pr.Name))
+	if old := sess.addLink(l); old != nil {
+		old.path.Close("replaced by a new connection")
+	}
+	log.Info("path up", "remote", p.RemoteAddr(), "session", sess.id)
+	err = l.run(ctx, &peerEndpoint{c: c, peer: pr, sess: sess})
+	sess.removeLink(l)
+	if ctx.Err() == nil {
+		log.Info("path down", "err", err)
+	}
+}
+
+// join returns the client's session, starting a new one when there is
+// none or the client process is new.
+func (c *Concentrator) join(pr *peer, hello *transport.Hello) (*session, error) {
+	if hello.Version != transport.ProtocolVersion {
+		return nil, fmt.Errorf("protocol version %d not supported (want %d)", hello.Version, transport.ProtocolVersion)
+	}
+	mode, err := scheduler.ParseMode(hello.Mode)
+	if err != nil {
+		return nil, err
+	}
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if s := pr.sess.Load(); s != nil && pr.instance == hello.Instance {
+		return s, nil
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	s, err := newSession(binary.BigEndian.Uint64(b[:]), mode)
+	if err != nil {
+		return nil, err
+	}
+	if old := pr.sess.Swap(s); old != nil {
+		for _, l := range *old.links.Load() {
+			l.path.Close("client restarted")
+		}
+	}
+	pr.instance = hello.Instance
+	c.log.Info("session started", "client", pr.Name, "session", s.id, "addresses", pr.addrs)
+	return s, nil
+}
+
+// reap ends sessions that have had no path for the grace period.
+func (c *Concentrator) reap(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		now := monotime()
+		for _, pr := range c.peers {
+			s := pr.sess.Load()
+			if s == nil {
+				continue
+			}
+			if since := s.emptySince.Load(); since != 0 && time.Duration(now-since) > c.opts.GracePeriod {
+				if pr.sess.CompareAndSwap(s, nil) {
+					c.log.Info("session expired", "client", pr.Name, "session", s.id)
+				}
+			}
+		}
+	}
+}
+
+// lookup finds the client that owns dst.
+func (c *Concentrator) lookup(dst netip.Addr) *peer {
+	if p := c.byAddr[dst]; p != nil {
+		return p
+	}
+	for _, r := range c.byPrefix {
+		if r.prefix.Contains(dst) {
+			return r.peer
+		}
+	}
+	return nil
+}
+
+func (c *Concentrator) outbound(ctx context.Context) func(packetRef) {
+	return func(p packetRef) {
+		info, err := packet.Parse(p.packet())
+		if err != nil {
+			c.counters.DropMalformed.Add(1)
+			putBuffer(p.buf)
+			return
+		}
+		pr := c.lookup(info.Dst)
+		if pr == nil {
+			c.counters.DropNoRoute.Add(1)
+			putBuffer(p.buf)
+			return
+		}
+		s := pr.sess.Load()
+		if s == nil {
+			c.counters.DropNoPath.Add(1)
+			putBuffer(p.buf)
+			return
+		}
+		forward(ctx, s, p, &info, c.writer, c.gw, &c.counters)
+	}
+}
+
+// peerEndpoint receives the data of one client's links.
+type peerEndpoint struct {
+	c    *Concentrator
+	peer *peer
+	sess *session
+}
+
+func (e *peerEndpoint) deliver(ctx context.Context, l *link, seq uint64, pkt []byte) {
+	c := e.c
+	if !e.sess.accept(seq) {
+		c.counters.DropDuplicate.Add(1)
+		return
+	}
+	info, err := packet.Parse(pkt)
+	if err != nil {
+		c.counters.DropMalformed.Add(1)
+		return
+	}
+	if !e.peer.owns(info.Src) {
+		c.counters.DropSpoofed.Add(1)
+		return
+	}
+	buf := getBuffer()
+	n := copy(buf.b[headroom:], pkt)
+	c.writer.write(ctx, packetRef{buf: buf, n: n})
+}
+
+// SessionStatus is one client as the concentrator sees it.
+type SessionStatus struct {
+	Name      string         `json:"name"`
+	Addresses []netip.Prefix `json:"addresses"`
+	Prefixes  []netip.Prefix `json:"prefixes,omitempty"`
+	Session   uint64         `json:"session,omitempty"`
+	State     string         `json:"state"` // active, grace (no path) or none
+	Paths     []PathStatus   `json:"paths,omitempty"`
+}
+
+// ConcentratorStatus is what `braid status` shows of a concentrator.
+type ConcentratorStatus struct {
+	Role     string          `json:"role"`
+	Listen   string          `json:"listen"`
+	Clients  []SessionStatus `json:"clients"`
+	Counters CounterSnapshot `json:"counters"`
+}
+
+// Status returns the concentrator's state.
+func (c *Concentrator) Status() ConcentratorStatus {
+	st := ConcentratorStatus{Role: "concentrator", Listen: c.ln.Addr().String(), Counters: c.counters.Snapshot()}
+	for _, pr := range c.peers {
+		ss := SessionStatus{Name: pr.Name, Addresses: pr.addrs, Prefixes: pr.Prefixes, State: "none"}
+		if s := pr.sess.Load(); s != nil {
+			ss.Session, ss.Paths, ss.State = s.id, s.pathStatus(), "active"
+			if len(ss.Paths) == 0 {
+				ss.State = "grace"
+			}
+		}
+		st.Clients = append(st.Clients, ss)
+	}
+	sort.Slice(st.Clients, func(i, j int) bool { return st.Clients[i].Name < st.Clients[j].Name })
+	return st
+}

@@ -1,0 +1,44 @@
+package tunnel
+
+import "sync/atomic"
+
+// Counters count what an endpoint did with packets, above all every
+// packet it dropped and why. All fields are updated atomically.
+type Counters struct {
+	TunRxPackets atomic.Uint64 // read from the TUN
+	TunTxPackets atomic.Uint64 // written to the TUN
+
+	DropMalformed  atomic.Uint64 // not an IP packet we could parse
+	DropNoPath     atomic.Uint64 // no usable path (or no session) for it
+	DropQueueFull  atomic.Uint64 // every chosen path's queue was full
+	DropTooBig     atomic.Uint64 // larger than the path MTU; ICMP sent back
+	DropDuplicate  atomic.Uint64 // seen before (another path, or a replay)
+	DropBadDgram   atomic.Uint64 // datagram with a bad header
+	DropSpoofed    atomic.Uint64 // inner source not the client's
+	DropNoRoute    atomic.Uint64 // concentrator: no client owns the destination
+	DropSendFailed atomic.Uint64 // the path refused the datagram
+	ICMPSent       atomic.Uint64 // "too big" messages written to the TUN
+	MSSClamped     atomic.Uint64 // SYNs whose MSS we lowered
+}
+
+// CounterSnapshot is a copy of Counters for status output.
+type CounterSnapshot map[string]uint64
+
+// Snapshot copies the counters.
+func (c *Counters) Snapshot() CounterSnapshot {
+	return CounterSnapshot{
+		"tun_rx_packets":   c.TunRxPackets.Load(),
+		"tun_tx_packets":   c.TunTxPackets.Load(),
+		"drop_malformed":   c.DropMalformed.Load(),
+		"drop_no_path":     c.DropNoPath.Load(),
+		"drop_queue_full":  c.DropQueueFull.Load(),
+		"drop_too_big":     c.DropTooBig.Load(),
+		"drop_duplicate":   c.DropDuplicate.Load(),
+		"drop_bad_dgram":   c.DropBadDgram.Load(),
+		"drop_spoofed":     c.DropSpoofed.Load(),
+		"drop_no_route":    c.DropNoRoute.Load(),
+		"drop_send_failed": c.DropSendFailed.Load(),
+		"icmp_sent":        c.ICMPSent.Load(),
+		"mss_clamped":      c.MSSClamped.Load(),
+	}
+}

@@ -1,0 +1,524 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/braid-tunnel/braid/e2e/proxy"
+	"github.com/braid-tunnel/braid/scheduler"
+	"github.com/braid-tunnel/braid/transport"
+	"golang.zx2c4.com/wireguard/tun"
+	"golang.zx2c4.com/wireguard/tun/netstack"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+)
+
+// These tests join a client and a concentrator over loopback UDP, each
+// path through its own impairing proxy, with in-memory TUN devices:
+// netstack (a userspace TCP/IP stack) where real TCP runs through the
+// tunnel, a channel TUN where a test writes and reads raw packets. No root.
+
+var (
+	pool4 = netip.MustParsePrefix("100.96.0.0/16")
+	pool6 = netip.MustParsePrefix("fd62:7261:6964::/64")
+)
+
+type harness struct {
+	t          *testing.T
+	serverKey  ed25519.PrivateKey
+	clientKey  ed25519.PrivateKey
+	stateFile  string
+	port       netip.AddrPort
+	log        *slog.Logger
+	conc       *Concentrator
+	concDev    tun.Device
+	concStop   func()
+	proxies    []*proxy.Proxy
+	client     *Client
+	clientStop func()
+}
+
+func newHarness(t *testing.T) *harness {
+	_, sk, _ := ed25519.GenerateKey(nil)
+	_, ck, _ := ed25519.GenerateKey(nil)
+	level := slog.LevelWarn
+	if testing.Verbose() {
+		level = slog.LevelInfo
+	}
+	h := &harness{
+		t:         t,
+		serverKey: sk,
+		clientKey: ck,
+		stateFile: filepath.Join(t.TempDir(), "leases.json"),
+		log:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+	}
+	t.Cleanup(h.close)
+	return h
+}
+
+func (h *harness) close() {
+	if h.clientStop != nil {
+		h.clientStop()
+	}
+	if h.concStop != nil {
+		h.concStop()
+	}
+	for _, p := range h.proxies {
+		p.Close()
+	}
+}
+
+// run starts fn in a goroutine and returns a func that cancels it and
+// waits for it.
+func run(fn func(ctx context.Context) error) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { fn(ctx); close(done) }()
+	return func() { cancel(); <-done }
+}
+
+// startConcentrator starts a concentrator on dev (on the same port as the
+// previous one, if any).
+func (h *harness) startConcentrator(dev tun.Device, peers ...Peer) {
+	h.t.Helper()
+	addr := net.UDPAddrFromAddrPort(h.port)
+	if !h.port.IsValid() {
+		addr = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	}
+	conn, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.port = conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	if len(peers) == 0 {
+		peers = []Peer{{Name: "laptop", PublicKey: h.clientKey.Public().(ed25519.PublicKey), Prefixes: []netip.Prefix{netip.MustParsePrefix("192.168.50.0/24")}}}
+	}
+	c, err := NewConcentrator(ConcentratorOptions{
+		Device: dev, Conn: conn, PrivateKey: h.serverKey, Peers: peers,
+		Pool4: pool4, Pool6: pool6, StateFile: h.stateFile, MTU: 1500, Logger: h.log.With("end", "concentrator"),
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.conc, h.concDev = c, dev
+	stop := run(c.Run)
+	h.concStop = func() { stop(); conn.Close() }
+}
+
+func (h *harness) stopConcentrator() {
+	h.concStop()
+	h.concStop = nil
+}
+
+// netstackConcentrator starts a concentrator whose TUN is a userspace
+// stack holding the pool's gateway address: a server behind it.
+func (h *harness) netstackConcentrator() *netstack.Net {
+	dev, tnet, err := netstack.CreateNetTUN([]netip.Addr{gatewayFor(pool4), gatewayFor(pool6)}, nil, 1500)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.startConcentrator(dev)
+	return tnet
+}
+
+// startClient starts a client with n paths, path i through proxy i at
+// priority i.
+func (h *harness) startClient(dev tun.Device, mode scheduler.Mode, n int) {
+	h.t.Helper()
+	tlsConf, err := transport.ClientTLS(h.clientKey, h.serverKey.Public().(ed25519.PublicKey))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var uplinks []Uplink
+	for i := range n {
+		if i >= len(h.proxies) {
+			p, err := proxy.New(h.port)
+			if err != nil {
+				h.t.Fatal(err)
+			}
+			h.proxies = append(h.proxies, p)
+		}
+		p := h.proxies[i]
+		uplinks = append(uplinks, Uplink{
+			Name: []string{"wifi", "lte", "dsl"}[i], Priority: i, Weight: 1,
+			Resolve: func() (transport.DialConfig, error) {
+				return transport.DialConfig{Remote: p.Addr(), Source: netip.MustParseAddr("127.0.0.1"), TLS: tlsConf}, nil
+			},
+		})
+	}
+	c, err := NewClient(ClientOptions{Device: dev, Uplinks: uplinks, Mode: mode, Logger: h.log.With("end", "client")})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.client = c
+	h.clientStop = run(c.Run)
+}
+
+// netstackClient starts a client whose TUN is a userspace stack holding
+// the client's inner address.
+func (h *harness) netstackClient(mode scheduler.Mode, n int) *netstack.Net {
+	addrs := h.conc.Addresses("laptop")
+	dev, tnet, err := netstack.CreateNetTUN([]netip.Addr{addrs[0].Addr(), addrs[1].Addr()}, nil, 1280)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.startClient(dev, mode, n)
+	return tnet
+}
+
+// waitFor polls cond until it holds or the deadline passes. Path state is
+// observed, not signalled, so polling is the event here.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (h *harness) pathsUp(n int) func() bool {
+	return func() bool {
+		up := 0
+		for _, p := range h.client.Status().Paths {
+			if p.State == "up" {
+				up++
+			}
+		}
+		return up == n
+	}
+}
+
+// stream is a deterministic byte stream, so the receiver can check every
+// byte.
+func stream(seed uint64) io.Reader {
+	return &rngReader{r: rand.NewChaCha8([32]byte{byte(seed)})}
+}
+
+type rngReader struct{ r *rand.ChaCha8 }
+
+func (r *rngReader) Read(p []byte) (int, error) { return r.r.Read(p) }
+
+// transfer sends size bytes from client to server over TCP through the
+// tunnel, calling during(received) as bytes arrive, and returns the
+// longest time no byte arrived.
+func transfer(t *testing.T, client, server *netstack.Net, size int64, during func(received int64)) time.Duration {
+	t.Helper()
+	ln, err := server.ListenTCPAddrPort(netip.AddrPortFrom(gatewayFor(pool4), 5001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	go func() {
+		conn, err := client.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(gatewayFor(pool4), 5001))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		io.Copy(conn, io.LimitReader(stream(1), size))
+	}()
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	go func() { <-ctx.Done(); conn.Close() }()
+
+	got, want := sha256.New(), sha256.New()
+	io.Copy(want, io.LimitReader(stream(1), size))
+	buf := make([]byte, 64<<10)
+	var received int64
+	var stall time.Duration
+	last := time.Now()
+	for received < size {
+		n, err := conn.Read(buf)
+		if n > 0 {
+			now := time.Now()
+			stall = max(stall, now.Sub(last))
+			last = now
+			got.Write(buf[:n])
+			received += int64(n)
+			if during != nil {
+				during(received)
+			}
+		}
+		if err != nil {
+			t.Fatalf("after %d of %d bytes: %v", received, size, err)
+		}
+	}
+	if string(got.Sum(nil)) != string(want.Sum(nil)) {
+		t.Fatal("the bytes that arrived differ from those sent")
+	}
+	return stall
+}
+
+func TestTCPThroughTunnel(t *testing.T) {
+	h := newHarness(t)
+	server := h.netstackConcentrator()
+	client := h.netstackClient(scheduler.Failover, 1)
+	waitFor(t, "path up", 10*time.Second, h.pathsUp(1))
+	transfer(t, client, server, 4<<20, nil)
+	st := h.client.Status()
+	if st.Addresses[0] != h.conc.Addresses("laptop")[0] {
+		t.Errorf("client has %v, concentrator assigned %v", st.Addresses, h.conc.Addresses("laptop"))
+	}
+	if st.Counters["mss_clamped"] == 0 {
+		t.Error("the SYN's MSS was not clamped")
+	}
+}
+
+// TestTCPSurvivesPathCut cuts the busy path in the middle of a transfer,
+// restores it, then cuts the other one.
+func TestTCPSurvivesPathCut(t *testing.T) {
+	h := newHarness(t)
+	server := h.netstackConcentrator()
+	client := h.netstackClient(scheduler.Failover, 2)
+	waitFor(t, "paths up", 10*time.Second, h.pathsUp(2))
+	const size = 12 << 20
+	var once [3]sync.Once
+	stall := transfer(t, client, server, size, func(n int64) {
+		switch {
+		case n > size/4 && n < size/2:
+			once[0].Do(func() { h.proxies[0].Set(proxy.Impairment{Cut: true}) })
+		case n > size/2 && n < 3*size/4:
+			once[1].Do(func() {
+				h.proxies[0].Set(proxy.Impairment{})
+				h.proxies[1].Set(proxy.Impairment{Cut: true})
+			})
+		case n > 3*size/4:
+			once[2].Do(func() { h.proxies[1].Set(proxy.Impairment{}) })
+		}
+	})
+	t.Logf("longest stall %v", stall)
+	for i, p := range h.client.Status().Paths {
+		if p.TxPackets == 0 {
+			t.Errorf("path %d (%s) carried nothing", i, p.Name)
+		}
+	}
+}
+
+func TestAggregateUsesBothPaths(t *testing.T) {
+	h := newHarness(t)
+	server := h.netstackConcentrator()
+	client := h.netstackClient(scheduler.Aggregate, 2)
+	waitFor(t, "paths up", 10*time.Second, h.pathsUp(2))
+	transfer(t, client, server, 4<<20, nil)
+	paths := h.client.Status().Paths
+	total := paths[0].TxPackets + paths[1].TxPackets
+	for _, p := range paths {
+		if p.TxPackets < total/4 {
+			t.Errorf("path %s carried %d of %d packets; aggregate with equal weights should share them", p.Name, p.TxPackets, total)
+		}
+	}
+}
+
+// TestSessionSurvivesAllPathsDown cuts every path long enough for both to
+// be declared dead; the same TCP connection completes afterwards.
+func TestSessionSurvivesAllPathsDown(t *testing.T) {
+	h := newHarness(t)
+	server := h.netstackConcentrator()
+	client := h.netstackClient(scheduler.Failover, 2)
+	waitFor(t, "paths up", 10*time.Second, h.pathsUp(2))
+	session := h.client.Status().Session
+	var once sync.Once
+	transfer(t, client, server, 4<<20, func(n int64) {
+		if n < 1<<20 {
+			return
+		}
+		once.Do(func() {
+			for _, p := range h.proxies {
+				p.Set(proxy.Impairment{Cut: true})
+			}
+			waitFor(t, "paths down", 10*time.Second, h.pathsUp(0))
+			time.Sleep(time.Second) // the outage itself: a duration, not a synchronisation
+			for _, p := range h.proxies {
+				p.Set(proxy.Impairment{})
+			}
+		})
+	})
+	if got := h.client.Status().Session; got != session {
+		t.Errorf("session changed from %d to %d", session, got)
+	}
+}
+
+// TestConcentratorRestartKeepsAddress restarts the concentrator: the
+// client joins a new session with the same inner addresses.
+func TestConcentratorRestartKeepsAddress(t *testing.T) {
+	h := newHarness(t)
+	h.netstackConcentrator()
+	h.netstackClient(scheduler.Failover, 1)
+	waitFor(t, "path up", 10*time.Second, h.pathsUp(1))
+	before := h.client.Status()
+	h.stopConcentrator()
+	server := h.netstackConcentrator()
+	waitFor(t, "new session", 15*time.Second, func() bool {
+		st := h.client.Status()
+		return st.Session != before.Session && len(st.Paths) == 1 && st.Paths[0].State == "up"
+	})
+	after := h.client.Status()
+	if after.Addresses[0] != before.Addresses[0] || after.Addresses[1] != before.Addresses[1] {
+		t.Errorf("addresses changed from %v to %v", before.Addresses, after.Addresses)
+	}
+	_ = server
+}
+
+// channelPair starts both ends on channel TUNs, for raw packet tests.
+func channelPair(t *testing.T) (h *harness, client, conc *tuntest.ChannelTUN) {
+	h = newHarness(t)
+	conc, client = tuntest.NewChannelTUN(), tuntest.NewChannelTUN()
+	h.startConcentrator(conc.TUN())
+	h.startClient(client.TUN(), scheduler.Failover, 1)
+	waitFor(t, "path up", 10*time.Second, h.pathsUp(1))
+	return h, client, conc
+}
+
+func TestSpoofedSourceDropped(t *testing.T) {
+	h, client, conc := channelPair(t)
+	own := h.conc.Addresses("laptop")[0].Addr()
+	dst := netip.MustParseAddr("10.210.0.2")
+	for _, src := range []netip.Addr{netip.MustParseAddr("100.96.0.77"), own, netip.MustParseAddr("192.168.50.9")} {
+		client.Outbound <- udp4(src, dst, 100, true)
+	}
+	// The two legitimate packets (own address, own LAN prefix) arrive in
+	// order; the spoofed one, sent first, never does.
+	for _, want := range []netip.Addr{own, netip.MustParseAddr("192.168.50.9")} {
+		select {
+		case got := <-conc.Inbound:
+			if src := netip.AddrFrom4([4]byte(got[12:16])); src != want {
+				t.Fatalf("concentrator TUN got a packet from %v, want %v", src, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("legitimate packet did not arrive")
+		}
+	}
+	if n := h.conc.Status().Counters["drop_spoofed"]; n != 1 {
+		t.Errorf("drop_spoofed = %d, want 1", n)
+	}
+}
+
+func TestTooBigAnsweredWithICMP(t *testing.T) {
+	h, client, _ := channelPair(t)
+	mtu := h.client.Status().Paths[0].MTU
+	own := h.conc.Addresses("laptop")[0].Addr()
+	client.Outbound <- udp4(own, netip.MustParseAddr("10.210.0.2"), mtu+100, true)
+	select {
+	case icmp := <-client.Inbound:
+		hl := int(icmp[0]&0xf) * 4
+		if icmp[9] != 1 || icmp[hl] != 3 || icmp[hl+1] != 4 {
+			t.Fatalf("got proto %d type %d code %d, want ICMP fragmentation needed", icmp[9], icmp[hl], icmp[hl+1])
+		}
+		if got := int(icmp[hl+6])<<8 | int(icmp[hl+7]); got != mtu {
+			t.Errorf("ICMP announces MTU %d, want the path's %d", got, mtu)
+		}
+		if dst := netip.AddrFrom4([4]byte(icmp[16:20])); dst != own {
+			t.Errorf("ICMP sent to %v, want %v", dst, own)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ICMP error for a packet bigger than the path MTU")
+	}
+}
+
+func TestSYNGetsMSSClamped(t *testing.T) {
+	h, client, conc := channelPair(t)
+	mtu := h.client.Status().Paths[0].MTU
+	own := h.conc.Addresses("laptop")[0].Addr()
+	client.Outbound <- tcpSYN4(own, netip.MustParseAddr("10.210.0.2"), 1460)
+	select {
+	case got := <-conc.Inbound:
+		if mss := int(got[20+22])<<8 | int(got[20+23]); mss != mtu-40 {
+			t.Errorf("MSS at the concentrator = %d, want %d (path MTU %d - 40)", mss, mtu-40, mtu)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("SYN did not arrive")
+	}
+}
+
+// TestUnknownClientsGetNothing floods the concentrator with handshakes
+// from unknown keys; none gets a session and a known client still joins.
+func TestUnknownClientsGetNothing(t *testing.T) {
+	h := newHarness(t)
+	h.startConcentrator(tuntest.NewChannelTUN().TUN())
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			_, stranger, _ := ed25519.GenerateKey(nil)
+			conf, _ := transport.ClientTLS(stranger, h.serverKey.Public().(ed25519.PublicKey))
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			p, _, err := transport.Dial(ctx, transport.DialConfig{Remote: h.port, TLS: conf}, &transport.Hello{Version: transport.ProtocolVersion, Mode: "failover"})
+			if err == nil {
+				p.Close("")
+				t.Error("an unknown client got a session")
+			}
+		})
+	}
+	wg.Wait()
+	h.startClient(tuntest.NewChannelTUN().TUN(), scheduler.Failover, 1)
+	waitFor(t, "path up", 10*time.Second, h.pathsUp(1))
+	for _, c := range h.conc.Status().Clients {
+		if c.State != "active" && c.Name == "laptop" {
+			t.Errorf("known client's session is %s", c.State)
+		}
+	}
+}
+
+// udp4 builds an IPv4 UDP packet of total length size.
+func udp4(src, dst netip.Addr, size int, df bool) []byte {
+	b := make([]byte, size)
+	b[0], b[8], b[9] = 0x45, 64, 17
+	b[2], b[3] = byte(size>>8), byte(size)
+	if df {
+		b[6] = 0x40
+	}
+	copy(b[12:16], src.AsSlice())
+	copy(b[16:20], dst.AsSlice())
+	b[20], b[21], b[22], b[23] = 0x30, 0x39, 0x00, 0x35
+	b[24], b[25] = byte((size-20)>>8), byte(size-20)
+	ipChecksum(b[:20])
+	return b
+}
+
+// tcpSYN4 builds an IPv4 TCP SYN carrying an MSS option.
+func tcpSYN4(src, dst netip.Addr, mss int) []byte {
+	b := make([]byte, 20+24)
+	b[0], b[3], b[6], b[8], b[9] = 0x45, byte(len(b)), 0x40, 64, 6
+	copy(b[12:16], src.AsSlice())
+	copy(b[16:20], dst.AsSlice())
+	tcp := b[20:]
+	tcp[0], tcp[1], tcp[2], tcp[3] = 0x30, 0x39, 0x00, 0x50
+	tcp[12], tcp[13] = 6<<4, 0x02 // data offset 6 words, SYN
+	tcp[14], tcp[15] = 0xff, 0xff
+	tcp[20], tcp[21], tcp[22], tcp[23] = 2, 4, byte(mss>>8), byte(mss)
+	ipChecksum(b[:20])
+	return b
+}
+
+func ipChecksum(h []byte) {
+	h[10], h[11] = 0, 0
+	var sum uint32
+	for i := 0; i < len(h); i += 2 {
+		sum += uint32(h[i])<<8 | uint32(h[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	h[10], h[11] = byte(^sum>>8), byte(^sum)
+}
+
+var _ = errors.New

@@ -1,0 +1,120 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+
+	"github.com/braid-tunnel/braid/tunnel/packet"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// Outbound flow, the same at both ends:
+//
+//	TUN ──Read(batch)──▶ readTUN ──▶ endpoint's outbound: parse, pick the
+//	session (the client has one; the concentrator looks up the destination)
+//	──▶ forward: clamp the MSS of SYNs, scheduler picks path(s), header,
+//	non-blocking put on each path's queue (full: drop and count, as a
+//	router does); a packet too big for the path becomes an ICMP error
+//	written back into the TUN.
+//
+// Inbound flow: link.receiver ──▶ endpoint's deliver: duplicate filter,
+// (concentrator: source check) ──▶ tunWriter ──Write(batch)──▶ TUN.
+
+// readTUN reads batches from dev and hands each packet to handle, which
+// takes ownership of its buffer. It returns when the device fails or is
+// closed.
+func readTUN(dev tun.Device, c *Counters, handle func(packetRef)) error {
+	batch := max(dev.BatchSize(), 1)
+	refs := make([]*buffer, batch)
+	bufs := make([][]byte, batch)
+	sizes := make([]int, batch)
+	for i := range refs {
+		refs[i] = getBuffer()
+		bufs[i] = refs[i].b[:]
+	}
+	defer func() {
+		for _, b := range refs {
+			putBuffer(b)
+		}
+	}()
+	for {
+		n, err := dev.Read(bufs, sizes, headroom)
+		for i := 0; i < n; i++ {
+			p := packetRef{buf: refs[i], n: sizes[i]}
+			refs[i] = getBuffer()
+			bufs[i] = refs[i].b[:]
+			c.TunRxPackets.Add(1)
+			handle(p)
+		}
+		if errors.Is(err, tun.ErrTooManySegments) {
+			c.DropMalformed.Add(1)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// ipv4Overhead and ipv6Overhead are the IP and TCP headers that an MSS
+// excludes from the MTU.
+const (
+	ipv4Overhead = 20 + 20
+	ipv6Overhead = 40 + 20
+)
+
+// gateways are the addresses ICMP errors come from, one per family: an
+// address on the far side of the tunnel, so the kernel accepts them.
+type gateways struct{ v4, v6 netip.Addr }
+
+func (g gateways) for6(v6 bool) netip.Addr {
+	if v6 {
+		return g.v6
+	}
+	return g.v4
+}
+
+// forward sends one parsed packet through session s. A packet too big for
+// the chosen path is answered with an ICMP error, so it never disappears
+// silently (RFC 1191, RFC 8201).
+func forward(ctx context.Context, s *session, p packetRef, info *packet.Info, w *tunWriter, gw gateways, c *Counters) {
+	if info.Proto == 6 && info.TCPFlags&tcpSYN != 0 {
+		clampMSS(s, p, info, c)
+	}
+	res, mtu := s.send(p, info, c)
+	if res != tooBig {
+		return
+	}
+	defer putBuffer(p.buf)
+	from := gw.for6(info.Version == 6)
+	if !from.IsValid() {
+		return
+	}
+	out := getBuffer()
+	n, err := packet.TooBig(out.b[headroom:], p.packet(), mtu, from)
+	if err != nil {
+		putBuffer(out)
+		return
+	}
+	c.ICMPSent.Add(1)
+	w.write(ctx, packetRef{buf: out, n: n})
+}
+
+const tcpSYN = 0x02
+
+// clampMSS lowers the MSS of a SYN (or SYN-ACK) so that the TCP segments of
+// the connection fit the session's smallest path without fragmentation.
+func clampMSS(s *session, p packetRef, info *packet.Info, c *Counters) {
+	mtu := s.minMTU()
+	overhead := ipv4Overhead
+	if info.Version == 6 {
+		overhead = ipv6Overhead
+	}
+	if mtu <= overhead {
+		return
+	}
+	if packet.ClampMSS(p.packet(), uint16(mtu-overhead)) {
+		c.MSSClamped.Add(1)
+	}
+}

@@ -1,0 +1,229 @@
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// This file is the kernel side of an endpoint: the TUN device, its
+// addresses and routes (netlink), the policy rules that send everything
+// but the tunnel's own packets into the TUN, and egress NAT (nftables).
+
+// CreateTUN creates a TUN device with the kernel's offloads (GSO on read,
+// GRO coalescing on write) and returns it with its actual name.
+func CreateTUN(name string, mtu int) (tun.Device, string, error) {
+	dev, err := tun.CreateTUN(name, mtu)
+	if err != nil {
+		return nil, "", fmt.Errorf("create TUN %q: %w (needs root or CAP_NET_ADMIN and /dev/net/tun)", name, err)
+	}
+	real, err := dev.Name()
+	if err != nil {
+		dev.Close()
+		return nil, "", err
+	}
+	return dev, real, nil
+}
+
+// ConfigureLink sets addrs and mtu on the device and brings it up.
+func ConfigureLink(name string, addrs []netip.Prefix, mtu int) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("device %s: %w", name, err)
+	}
+	if mtu > 0 {
+		if err := netlink.LinkSetMTU(link, mtu); err != nil {
+			return fmt.Errorf("device %s: set MTU %d: %w", name, mtu, err)
+		}
+	}
+	for _, a := range addrs {
+		addr := &netlink.Addr{IPNet: ipNet(a)}
+		if a.Addr().Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrReplace(link, addr); err != nil {
+			return fmt.Errorf("device %s: add address %s: %w", name, a, err)
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("device %s: up: %w", name, err)
+	}
+	return nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func family(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+// AddRoutes routes each prefix through the device, in table (0: main).
+func AddRoutes(dev string, table int, prefixes []netip.Prefix) error {
+	link, err := netlink.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("device %s: %w", dev, err)
+	}
+	for _, p := range prefixes {
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(p.Masked()), Table: table}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("route %s dev %s table %d: %w", p, dev, table, err)
+		}
+	}
+	return nil
+}
+
+// ClientRouting sends the configured prefixes into the TUN, the way
+// wg-quick does for a full tunnel: the routes live in their own table,
+// selected by a rule for every packet that does not carry the tunnel's
+// mark, and a rule before it lets more specific routes of the main table
+// win (suppress_prefixlength 0), so local networks stay reachable. The
+// paths' sockets are marked, so their packets never loop into the TUN.
+type ClientRouting struct {
+	Device string
+	Table  int
+	Mark   uint32
+	Routes []netip.Prefix
+	// Priority of the first rule; the second takes Priority+1.
+	Priority int
+
+	rules []*netlink.Rule
+}
+
+// Install adds the routes and rules. Call Remove to undo.
+func (r *ClientRouting) Install() error {
+	if err := AddRoutes(r.Device, r.Table, r.Routes); err != nil {
+		return err
+	}
+	families := map[int]bool{}
+	for _, p := range r.Routes {
+		families[family(p)] = true
+	}
+	for fam := range families {
+		suppress := netlink.NewRule()
+		suppress.Family, suppress.Priority, suppress.Table, suppress.SuppressPrefixlen = fam, r.Priority, unix.RT_TABLE_MAIN, 0
+		tunnel := netlink.NewRule()
+		tunnel.Family, tunnel.Priority, tunnel.Table, tunnel.Mark, tunnel.Invert = fam, r.Priority+1, r.Table, r.Mark, true
+		mask := uint32(0xffffffff)
+		tunnel.Mask = &mask
+		for _, rule := range []*netlink.Rule{suppress, tunnel} {
+			if err := netlink.RuleAdd(rule); err != nil && !errors.Is(err, unix.EEXIST) {
+				r.Remove()
+				return fmt.Errorf("policy rule (priority %d, table %d): %w", rule.Priority, rule.Table, err)
+			}
+			r.rules = append(r.rules, rule)
+		}
+	}
+	return nil
+}
+
+// Remove deletes the rules Install added (the routes go with the device).
+func (r *ClientRouting) Remove() error {
+	var errs []error
+	for _, rule := range r.rules {
+		if err := netlink.RuleDel(rule); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, err)
+		}
+	}
+	r.rules = nil
+	return errors.Join(errs...)
+}
+
+// EnableForwarding turns on IPv4 and IPv6 forwarding.
+func EnableForwarding() error {
+	for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		if err := os.WriteFile(f, []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("enable forwarding: %w", err)
+		}
+	}
+	return nil
+}
+
+// natTable is braid's nftables table.
+const natTable = "braid"
+
+// NAT masquerades the tunnel's inner sources as they leave the
+// concentrator, through nftables (table inet braid).
+type NAT struct {
+	TunDevice string         // traffic leaving through any other device is masqueraded...
+	OutDevice string         // ...or only traffic leaving through this one, if set
+	Sources   []netip.Prefix // inner pools and client LAN prefixes
+}
+
+// Install replaces braid's table with one masquerade rule per source.
+func (n *NAT) Install() error {
+	conn, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	table := &nftables.Table{Family: nftables.TableFamilyINet, Name: natTable}
+	conn.AddTable(table)
+	conn.DelTable(table) // start from an empty table
+	conn.AddTable(table)
+	chain := conn.AddChain(&nftables.Chain{
+		Name:     "postrouting",
+		Table:    table,
+		Type:     nftables.ChainTypeNAT,
+		Hooknum:  nftables.ChainHookPostrouting,
+		Priority: nftables.ChainPriorityNATSource,
+	})
+	for _, src := range n.Sources {
+		conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: n.masquerade(src)})
+	}
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("nftables: install NAT: %w", err)
+	}
+	return nil
+}
+
+// masquerade is `meta nfproto F ip saddr SRC oifname (!= tun | == out) masquerade`.
+func (n *NAT) masquerade(src netip.Prefix) []expr.Any {
+	proto, offset := byte(unix.NFPROTO_IPV4), uint32(12)
+	if src.Addr().Is6() {
+		proto, offset = unix.NFPROTO_IPV6, 8
+	}
+	size := uint32(src.Addr().BitLen() / 8)
+	mask := net.CIDRMask(src.Bits(), src.Addr().BitLen())
+	oif, op := n.TunDevice, expr.CmpOpNeq
+	if n.OutDevice != "" {
+		oif, op = n.OutDevice, expr.CmpOpEq
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: size, Mask: mask, Xor: make([]byte, size)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: src.Masked().Addr().AsSlice()},
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: op, Register: 1, Data: ifname(oif)},
+		&expr.Masq{},
+	}
+}
+
+func ifname(name string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return b
+}
+
+// Remove deletes braid's table.
+func (n *NAT) Remove() error {
+	conn, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	conn.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: natTable})
+	return conn.Flush()
+}

@@ -1,0 +1,76 @@
+package tunnel
+
+import (
+	"context"
+	"log/slog"
+
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// writerQueueLen bounds packets waiting for the TUN writer: two batches,
+// so receivers keep filling one while the writer writes the other. The
+// receivers block when it is full, which leaves the drop to quic-go's
+// receive queue (counted by QUIC as loss) rather than to ours.
+const writerQueueLen = 256
+
+// tunWriter is the one goroutine that writes to the TUN device, in batches
+// so the device can coalesce them (GRO).
+type tunWriter struct {
+	dev      tun.Device
+	queue    chan packetRef
+	counters *Counters
+	log      *slog.Logger
+}
+
+func newTunWriter(dev tun.Device, c *Counters, log *slog.Logger) *tunWriter {
+	return &tunWriter{dev: dev, queue: make(chan packetRef, writerQueueLen), counters: c, log: log}
+}
+
+// write hands p to the writer, waiting while the queue is full. It
+// returns false (and frees p) once ctx is done.
+func (w *tunWriter) write(ctx context.Context, p packetRef) bool {
+	select {
+	case w.queue <- p:
+		return true
+	case <-ctx.Done():
+		putBuffer(p.buf)
+		return false
+	}
+}
+
+// run writes batches until ctx is done.
+func (w *tunWriter) run(ctx context.Context) {
+	batch := max(w.dev.BatchSize(), 1) * 4
+	refs := make([]packetRef, 0, batch)
+	bufs := make([][]byte, 0, batch)
+	for {
+		refs = refs[:0]
+		select {
+		case p := <-w.queue:
+			refs = append(refs, p)
+		case <-ctx.Done():
+			return
+		}
+	fill:
+		for len(refs) < batch {
+			select {
+			case p := <-w.queue:
+				refs = append(refs, p)
+			default:
+				break fill
+			}
+		}
+		bufs = bufs[:0]
+		for _, p := range refs {
+			bufs = append(bufs, p.buf.b[:headroom+p.n])
+		}
+		if _, err := w.dev.Write(bufs, headroom); err != nil {
+			w.log.Debug("tun write", "err", err)
+		}
+		w.counters.TunTxPackets.Add(uint64(len(refs)))
+		for i, p := range refs {
+			putBuffer(p.buf)
+			refs[i] = packetRef{}
+		}
+	}
+}
