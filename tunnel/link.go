@@ -122,6 +122,7 @@ func (l *link) refresh() {
 // closes it and frees what is left in its queue.
 func (l *link) run(ctx context.Context, ep endpoint) error {
 	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var wg sync.WaitGroup
 	for _, fn := range []func(context.Context) error{
 		l.sender,

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -141,9 +142,13 @@ func (r *ClientRouting) Remove() error {
 	return errors.Join(errs...)
 }
 
-// EnableForwarding turns on IPv4 and IPv6 forwarding.
+// EnableForwarding turns on IPv4 and IPv6 forwarding, unless it is on
+// already (in a container /proc/sys is read-only: set it with --sysctl).
 func EnableForwarding() error {
 	for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		if cur, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(cur)) == "1" {
+			continue
+		}
 		if err := os.WriteFile(f, []byte("1"), 0o644); err != nil {
 			return fmt.Errorf("enable forwarding: %w", err)
 		}

@@ -48,6 +48,9 @@ type TopologyOptions struct {
 	Delay1, Delay2   time.Duration
 	Jitter1, Jitter2 time.Duration
 	Loss1, Loss2     float64
+	// Direct leaves out the userspace Impairers (Imp1 and Imp2 are nil),
+	// so the ISPs forward at kernel speed: for throughput baselines.
+	Direct bool
 }
 
 // Topology is braid's standard lab: a client with two ISP uplinks and a
@@ -86,8 +89,10 @@ type Topology struct {
 	LANHostAddr, LANHostAddr6     netip.Addr
 	LANPrefix, LANPrefix6         netip.Prefix
 
-	// Impairers on the ISPs, between cust0 and core0.
+	// Impairers on the ISPs, between cust0 and core0 (nil if Direct).
 	Imp1, Imp2 *Impairer
+
+	direct bool
 }
 
 // ip and pfx parse literals of the address plan.
@@ -107,6 +112,7 @@ func NewTopology(prefix string, opt TopologyOptions) (_ *Topology, err error) {
 		}
 	}()
 	t := &Topology{
+		direct:       opt.Direct,
 		Lab:          l,
 		Uplink1Dev:   "up1",
 		Uplink2Dev:   "up2",
@@ -216,6 +222,9 @@ func (t *Topology) buildISP(c ispConfig) error {
 				return err
 			}
 		}
+	}
+	if t.direct {
+		return nil
 	}
 	imp, err := isp.Impair(ISPClientDev, ISPCoreDev, c.imp)
 	if err != nil {
