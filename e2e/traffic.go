@@ -51,7 +51,9 @@ func runTransfer(ctx context.Context, ln net.Listener, dial func(context.Context
 	defer cancel()
 	sent := make(chan sendResult, 1)
 	go func() { sent <- send(ctx, dial, limit, dur) }()
+	stopAccept := context.AfterFunc(ctx, func() { ln.Close() })
 	conn, err := ln.Accept()
+	stopAccept()
 	if err != nil {
 		return TransferResult{}, err
 	}

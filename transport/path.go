@@ -30,8 +30,17 @@ const (
 // stateless packet each.
 const handshakesPerSecond = 200
 
+// initialPacketSize is the smallest QUIC packet a path sends (before path
+// MTU discovery finds more). At quic-go's default of 1280 a datagram
+// carries only about 1235 bytes, and an inner MTU below 1280 disables
+// IPv6 on the TUN, so braid starts at 1350 bytes, as browsers do: that
+// fits every common path (PPPoE, mobile, IPv6 tunnels) and leaves room
+// for a 1280-byte inner packet.
+const initialPacketSize = 1350
+
 func quicConfig() *quic.Config {
 	return &quic.Config{
+		InitialPacketSize:     initialPacketSize,
 		EnableDatagrams:       true,
 		HandshakeIdleTimeout:  handshakeTimeout,
 		MaxIdleTimeout:        idleTimeout,

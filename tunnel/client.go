@@ -164,7 +164,8 @@ func (c *Client) dial(ctx context.Context, u Uplink) (*link, error) {
 }
 
 // join records the session a path joined, configuring the TUN on the
-// first welcome and whenever the addresses change.
+// first welcome and whenever the addresses change. A failed configuration
+// is retried by the next path that joins.
 func (c *Client) join(w *transport.Welcome, pathMTU int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -173,20 +174,22 @@ func (c *Client) join(w *transport.Welcome, pathMTU int) error {
 		c.log.Info("concentrator started a new session", "old", old.Session, "new", w.Session)
 		c.sess.resetWindow()
 	}
-	c.welcome = w
 	if old != nil && slices.Equal(old.Addresses, w.Addresses) {
+		c.welcome = w
 		return nil
 	}
 	mtu := pathMTU
 	if c.opts.MTU > 0 {
 		mtu = min(mtu, c.opts.MTU)
 	}
-	c.mtu = mtu
 	c.log.Info("session joined", "session", w.Session, "name", w.Name, "addresses", w.Addresses, "mtu", mtu)
-	if c.opts.Configure == nil {
-		return nil
+	if c.opts.Configure != nil {
+		if err := c.opts.Configure(w.Addresses, mtu); err != nil {
+			return err
+		}
 	}
-	return c.opts.Configure(w.Addresses, mtu)
+	c.welcome, c.mtu = w, mtu
+	return nil
 }
 
 func (c *Client) gateways() gateways {

@@ -74,12 +74,16 @@ type Info struct {
 // fragment, the ports of a TCP or UDP header. b may be longer than the
 // packet (Info.Len tells its length) but not shorter. A TCP or UDP packet
 // that is not fragmented must hold a complete TCP or UDP header; a first
-// fragment that does not simply has no ports. IPv4 header checksums are not
-// verified: the packets come from the local kernel or an authenticated peer.
+// fragment that does not simply has no ports. On error, Info is zero.
+//
+// IPv4 header checksums are not verified: the packets come from the local
+// kernel or from an authenticated peer.
 func Parse(b []byte) (Info, error) {
 	var info Info
-	_, err := parse(b, &info)
-	return info, err
+	if _, err := parse(b, &info); err != nil {
+		return Info{}, err
+	}
+	return info, nil
 }
 
 // parse is Parse that also reports whether b is a non-initial fragment,
