@@ -50,7 +50,13 @@ func runTransfer(ctx context.Context, ln net.Listener, dial func(context.Context
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sent := make(chan sendResult, 1)
-	go func() { sent <- send(ctx, dial, limit, dur) }()
+	go func() {
+		r := send(ctx, dial, limit, dur)
+		if r.err != nil {
+			cancel() // unblocks Accept and the receiver
+		}
+		sent <- r
+	}()
 	stopAccept := context.AfterFunc(ctx, func() { ln.Close() })
 	conn, err := ln.Accept()
 	stopAccept()
