@@ -15,10 +15,10 @@ import (
 
 // DemoOptions shape the demo.
 type DemoOptions struct {
-	Duration time.Duration // of the whole TCP stream
-	CutAt    time.Duration // when the busy uplink is cut
+	Duration  time.Duration // of the whole TCP stream
+	CutAt     time.Duration // when the busy uplink is cut
 	RestoreAt time.Duration // when it comes back
-	How      Cut
+	How       Cut
 }
 
 // DefaultDemo streams for 20 s, cutting uplink 1 from 6 s to 12 s.
