@@ -253,3 +253,14 @@ func TestSpoofedSourceDropped(t *testing.T) {
 		t.Errorf("drop_spoofed = %d, want at least %d", cst.Counters["drop_spoofed"], n)
 	}
 }
+
+// TestIPv6ThroughTunnel: the LAN host reaches the server over IPv6.
+func TestIPv6ThroughTunnel(t *testing.T) {
+	e := start(t, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := e.Transfer6(ctx, 4<<20, 0)
+	if err != nil || !res.Intact {
+		t.Fatalf("IPv6 transfer: %v, %s", err, res)
+	}
+}

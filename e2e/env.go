@@ -41,7 +41,7 @@ type Env struct {
 	bin  string
 	opts Options
 
-	conc, client *exec.Cmd
+	conc, client *daemon
 	concSocket   string
 	clientSocket string
 }
@@ -158,8 +158,14 @@ uplinks:
 	return os.WriteFile(filepath.Join(e.Dir, "client.yaml"), []byte(client), 0o600)
 }
 
+// daemon is a braid process and the channel closed when it has exited.
+type daemon struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
 // start runs `braid ROLE --config FILE` in ns, logging to DIR/ROLE.log.
-func (e *Env) start(ns *lab.NS, role, file string) (*exec.Cmd, error) {
+func (e *Env) start(ns *lab.NS, role, file string) (*daemon, error) {
 	logf, err := os.OpenFile(filepath.Join(e.Dir, role+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -171,8 +177,13 @@ func (e *Env) start(ns *lab.NS, role, file string) (*exec.Cmd, error) {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", role, err)
 	}
-	go func() { cmd.Wait(); logf.Close() }()
-	return cmd, nil
+	d := &daemon{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(d.done)
+	}()
+	return d, nil
 }
 
 // StartConcentrator starts the concentrator (again).
@@ -184,38 +195,28 @@ func (e *Env) StartConcentrator() error {
 
 // StopConcentrator stops the concentrator and waits until it is gone.
 func (e *Env) StopConcentrator() {
-	stop(e.conc)
+	e.conc.stop()
 	e.conc = nil
 }
 
 // stop ends a daemon: SIGTERM, then SIGKILL after a grace of 5 s.
-func stop(cmd *exec.Cmd) {
-	if cmd == nil || cmd.Process == nil {
+func (d *daemon) stop() {
+	if d == nil {
 		return
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		for cmd.ProcessState == nil {
-			if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		close(done)
-	}()
+	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-done:
+	case <-d.done:
 	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-done
+		d.cmd.Process.Kill()
+		<-d.done
 	}
 }
 
 // Close stops the daemons and removes the lab and the directory.
 func (e *Env) Close() error {
-	stop(e.client)
-	stop(e.conc)
+	e.client.stop()
+	e.conc.stop()
 	err := e.Topo.Lab.Close()
 	os.RemoveAll(e.Dir)
 	return err
@@ -300,29 +301,6 @@ func (e *Env) RestoreUplink(i int, how Cut) error {
 		return e.Topo.SetUplinkUp(i, true)
 	}
 	return e.Topo.ISP(i).Blackhole(lab.ISPClientDev, false)
-}
-
-// Listen opens a TCP listener on the server behind the concentrator.
-func (e *Env) Listen(port int) (net.Listener, error) {
-	var ln net.Listener
-	err := e.Topo.Server.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", netip.AddrPortFrom(e.Topo.ServerAddr, uint16(port)).String())
-		return err
-	})
-	return ln, err
-}
-
-// DialFromLAN opens a TCP connection from the host on the client's LAN.
-func (e *Env) DialFromLAN(ctx context.Context, port int) (net.Conn, error) {
-	var conn net.Conn
-	err := e.Topo.LANHost.Do(func() error {
-		var err error
-		var d net.Dialer
-		conn, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(e.Topo.ServerAddr, uint16(port)).String())
-		return err
-	})
-	return conn, err
 }
 
 // ErrNotRoot is returned where the lab needs root.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -16,6 +17,7 @@ type TransferResult struct {
 	Bytes        int64
 	Duration     time.Duration
 	LongestStall time.Duration // longest time the receiver got nothing
+	StallEnd     time.Duration // when it ended, from the start
 	Intact       bool          // every byte arrived, in order, unchanged
 }
 
@@ -25,8 +27,9 @@ func (r TransferResult) Goodput() float64 {
 }
 
 func (r TransferResult) String() string {
-	return fmt.Sprintf("%d bytes in %v (%.1f Mbit/s), longest stall %v, intact %v",
-		r.Bytes, r.Duration.Round(time.Millisecond), r.Goodput()/1e6, r.LongestStall.Round(time.Millisecond), r.Intact)
+	return fmt.Sprintf("%d bytes in %v (%.1f Mbit/s), longest stall %v (ending at %v), intact %v",
+		r.Bytes, r.Duration.Round(time.Millisecond), r.Goodput()/1e6, r.LongestStall.Round(time.Millisecond),
+		r.StallEnd.Round(time.Millisecond), r.Intact)
 }
 
 // transferPort is the server's TCP port for transfers.
@@ -37,12 +40,36 @@ const transferPort = 5201
 // calling during with the bytes received so far as they arrive. The
 // receiver checks every byte against the sender's hash.
 func (e *Env) Transfer(ctx context.Context, limit int64, dur time.Duration, during func(received int64)) (TransferResult, error) {
-	ln, err := e.Listen(transferPort)
-	if err != nil {
+	return e.transfer(ctx, e.Topo.ServerAddr, limit, dur, during)
+}
+
+// Transfer6 is Transfer over IPv6.
+func (e *Env) Transfer6(ctx context.Context, limit int64, dur time.Duration) (TransferResult, error) {
+	return e.transfer(ctx, e.Topo.ServerAddr6, limit, dur, nil)
+}
+
+func (e *Env) transfer(ctx context.Context, server netip.Addr, limit int64, dur time.Duration, during func(int64)) (TransferResult, error) {
+	addr := netip.AddrPortFrom(server, transferPort).String()
+	var ln net.Listener
+	if err := e.Topo.Server.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
 		return TransferResult{}, err
 	}
 	defer ln.Close()
-	return runTransfer(ctx, ln, func(ctx context.Context) (net.Conn, error) { return e.DialFromLAN(ctx, transferPort) }, limit, dur, during)
+	dial := func(ctx context.Context) (net.Conn, error) {
+		var conn net.Conn
+		err := e.Topo.LANHost.Do(func() error {
+			var err error
+			var d net.Dialer
+			conn, err = d.DialContext(ctx, "tcp", addr)
+			return err
+		})
+		return conn, err
+	}
+	return runTransfer(ctx, ln, dial, limit, dur, during)
 }
 
 // runTransfer sends over a connection from dial to one accepted on ln.
@@ -126,7 +153,9 @@ func receive(conn net.Conn, during func(int64)) (TransferResult, [32]byte, error
 		n, err := conn.Read(buf)
 		now := time.Now()
 		if n > 0 {
-			res.LongestStall = max(res.LongestStall, now.Sub(last))
+			if gap := now.Sub(last); gap > res.LongestStall {
+				res.LongestStall, res.StallEnd = gap, now.Sub(start)
+			}
 			last = now
 			h.Write(buf[:n])
 			res.Bytes += int64(n)

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/braid-tunnel/braid/scheduler"
@@ -61,9 +62,12 @@ type Client struct {
 	sess     *session
 	instance uint64 // tells the concentrator that this process is new
 
-	mu      sync.Mutex // guards welcome and configured
+	mu      sync.Mutex // guards welcome and mtu
 	welcome *transport.Welcome
 	mtu     int
+	// gw is where ICMP errors come from, derived from the welcome; read
+	// per packet by the TUN reader, so kept apart from mu.
+	gw atomic.Pointer[gateways]
 }
 
 // NewClient checks opts and returns a client ready to Run.
@@ -189,24 +193,16 @@ func (c *Client) join(w *transport.Welcome, pathMTU int) error {
 		}
 	}
 	c.welcome, c.mtu = w, mtu
-	return nil
-}
-
-func (c *Client) gateways() gateways {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	var gw gateways
-	if c.welcome == nil {
-		return gw
-	}
-	for _, a := range c.welcome.Addresses {
+	for _, a := range w.Addresses {
 		if a.Addr().Is4() {
 			gw.v4 = gatewayFor(a)
 		} else {
 			gw.v6 = gatewayFor(a)
 		}
 	}
-	return gw
+	c.gw.Store(&gw)
+	return nil
 }
 
 func (c *Client) outbound(ctx context.Context) func(packetRef) {
@@ -217,7 +213,7 @@ func (c *Client) outbound(ctx context.Context) func(packetRef) {
 			putBuffer(p.buf)
 			return
 		}
-		forward(ctx, c.sess, p, &info, c.writer, c.gateways(), &c.counters)
+		forward(ctx, c.sess, p, &info, c.writer, c.gw.Load(), &c.counters)
 	}
 }
 

@@ -344,7 +344,7 @@ func (c *Concentrator) outbound(ctx context.Context) func(packetRef) {
 			putBuffer(p.buf)
 			return
 		}
-		forward(ctx, s, p, &info, c.writer, c.gw, &c.counters)
+		forward(ctx, s, p, &info, c.writer, &c.gw, &c.counters)
 	}
 }
 

@@ -38,6 +38,7 @@ type harness struct {
 	t          *testing.T
 	serverKey  ed25519.PrivateKey
 	clientKey  ed25519.PrivateKey
+	name       string // the client's name at the concentrator
 	stateFile  string
 	port       netip.AddrPort
 	log        *slog.Logger
@@ -60,6 +61,7 @@ func newHarness(t *testing.T) *harness {
 		t:         t,
 		serverKey: sk,
 		clientKey: ck,
+		name:      "laptop",
 		stateFile: filepath.Join(t.TempDir(), "leases.json"),
 		log:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}
@@ -168,7 +170,7 @@ func (h *harness) startClient(dev tun.Device, mode scheduler.Mode, n int) {
 // netstackClient starts a client whose TUN is a userspace stack holding
 // the client's inner address.
 func (h *harness) netstackClient(mode scheduler.Mode, n int) *netstack.Net {
-	addrs := h.conc.Addresses("laptop")
+	addrs := h.conc.Addresses(h.name)
 	dev, tnet, err := netstack.CreateNetTUN([]netip.Addr{addrs[0].Addr(), addrs[1].Addr()}, nil, 1280)
 	if err != nil {
 		h.t.Fatal(err)
@@ -216,8 +218,16 @@ func (r *rngReader) Read(p []byte) (int, error) { return r.r.Read(p) }
 // tunnel, calling during(received) as bytes arrive, and returns the
 // longest time no byte arrived.
 func transfer(t *testing.T, client, server *netstack.Net, size int64, during func(received int64)) time.Duration {
+	return transferOn(t, client, server, 5001, size, during)
+}
+
+func transferPort(t *testing.T, client, server *netstack.Net, port uint16, size int64) {
+	transferOn(t, client, server, port, size, nil)
+}
+
+func transferOn(t *testing.T, client, server *netstack.Net, port uint16, size int64, during func(received int64)) time.Duration {
 	t.Helper()
-	ln, err := server.ListenTCPAddrPort(netip.AddrPortFrom(gatewayFor(pool4), 5001))
+	ln, err := server.ListenTCPAddrPort(netip.AddrPortFrom(gatewayFor(pool4), port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +235,7 @@ func transfer(t *testing.T, client, server *netstack.Net, size int64, during fun
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	go func() {
-		conn, err := client.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(gatewayFor(pool4), 5001))
+		conn, err := client.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(gatewayFor(pool4), port))
 		if err != nil {
 			t.Error(err)
 			return
@@ -519,3 +529,40 @@ func ipChecksum(h []byte) {
 }
 
 var _ = errors.New
+
+// secondClient returns a harness for another client of h's concentrator.
+func (h *harness) secondClient(name string, key ed25519.PrivateKey) *harness {
+	h2 := &harness{t: h.t, serverKey: h.serverKey, clientKey: key, name: name, port: h.port, log: h.log, conc: h.conc}
+	h.t.Cleanup(h2.close)
+	return h2
+}
+
+func TestTwoClientsAtOnce(t *testing.T) {
+	h := newHarness(t)
+	_, phoneKey, _ := ed25519.GenerateKey(nil)
+	dev, server, err := netstack.CreateNetTUN([]netip.Addr{gatewayFor(pool4), gatewayFor(pool6)}, nil, 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.startConcentrator(dev,
+		Peer{Name: "laptop", PublicKey: h.clientKey.Public().(ed25519.PublicKey)},
+		Peer{Name: "phone", PublicKey: phoneKey.Public().(ed25519.PublicKey)})
+	phone := h.secondClient("phone", phoneKey)
+	laptopNet := h.netstackClient(scheduler.Failover, 1)
+	phoneNet := phone.netstackClient(scheduler.Failover, 1)
+	waitFor(t, "laptop path up", 10*time.Second, h.pathsUp(1))
+	waitFor(t, "phone path up", 10*time.Second, phone.pathsUp(1))
+	if a, b := h.client.Status().Addresses, phone.client.Status().Addresses; a[0] == b[0] || a[1] == b[1] {
+		t.Fatalf("two clients share addresses: %v and %v", a, b)
+	}
+	var wg sync.WaitGroup
+	for i, client := range []*netstack.Net{laptopNet, phoneNet} {
+		wg.Go(func() { transferPort(t, client, server, uint16(5001+i), 2<<20) })
+	}
+	wg.Wait()
+	for _, c := range h.conc.Status().Clients {
+		if c.State != "active" {
+			t.Errorf("client %s: session %s", c.Name, c.State)
+		}
+	}
+}

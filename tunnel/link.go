@@ -31,12 +31,14 @@ const (
 	// into quic-go's own 32-datagram queue; a longer queue would only add
 	// delay under load.
 	sendQueueLen = 128
-	// probeInterval is how often the client probes each path.
-	probeInterval = 100 * time.Millisecond
+	// probeInterval is how often the client probes each path: 20 probes
+	// of 8 bytes (about 60 bytes on the wire) a second per path, so that a
+	// silent path is noticed within a few hundred milliseconds.
+	probeInterval = 50 * time.Millisecond
 	// reportInterval is how often each side reports what it received.
 	reportInterval = time.Second
 	// minDeadAfter is the shortest silence that declares a path dead.
-	minDeadAfter = 300 * time.Millisecond
+	minDeadAfter = 250 * time.Millisecond
 )
 
 var clockStart = time.Now()
@@ -87,10 +89,10 @@ func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, 
 }
 
 // deadAfter is how long the path may stay silent before it is out of use:
-// three probe intervals plus twice the RTT, so a probe and its echo have
-// had three chances.
+// four probe intervals plus twice the RTT, so a probe and its echo have
+// had four chances; the RTT includes the queueing delay of a loaded path.
 func (l *link) deadAfter() int64 {
-	return max(int64(minDeadAfter), int64(3*probeInterval)+2*l.rtt.Load())
+	return max(int64(minDeadAfter), int64(4*probeInterval)+2*l.rtt.Load())
 }
 
 // alive says whether the path has been heard from recently enough.
