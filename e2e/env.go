@@ -277,6 +277,26 @@ func (e *Env) WaitPaths(ctx context.Context, n int, timeout time.Duration) error
 	return fmt.Errorf("waiting for %d paths: %w", n, last)
 }
 
+// WaitMTU waits until the client's inner MTU matches what its paths carry
+// (path MTU discovery raises it after the handshake).
+func (e *Env) WaitMTU(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		st, err := e.ClientStatus()
+		if err == nil && len(st.Paths) > 0 {
+			settled := true
+			for _, p := range st.Paths {
+				settled = settled && p.State == "up" && p.MTU == st.MTU
+			}
+			if settled {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("inner MTU did not settle within %v", timeout)
+}
+
 // Cut is how an uplink fails.
 type Cut int
 

@@ -25,6 +25,9 @@ func TestReportGoodput(t *testing.T) {
 		e := build(t, Options{Links: lab.TopologyOptions{Direct: true}})
 		raw := mustTransfer(t)(e.TransferRaw(ctx, 0, dur))
 		up(t, ctx, e)
+		if err := e.WaitMTU(ctx, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
 		if err := e.CutUplink(2, LinkDown); err != nil { // one path only
 			t.Fatal(err)
 		}

@@ -98,6 +98,9 @@ func (c *Client) Run(ctx context.Context) error {
 	for _, u := range c.opts.Uplinks {
 		wg.Go(func() { c.maintain(ctx, u) })
 	}
+	if c.opts.MTU == 0 {
+		wg.Go(func() { c.followMTU(ctx) })
+	}
 	readErr := make(chan error, 1)
 	go func() { readErr <- readTUN(c.opts.Device, &c.counters, c.outbound(ctx)) }()
 	var err error
@@ -166,6 +169,42 @@ func (c *Client) dial(ctx context.Context, u Uplink) (*link, error) {
 	}
 	return l, nil
 }
+
+// mtuCheckInterval is how often the inner MTU is matched to the paths.
+const mtuCheckInterval = time.Second
+
+// followMTU keeps the TUN's MTU at what the live paths carry: path MTU
+// discovery raises a path's datagram size after the handshake, and a
+// full-size inner packet that exactly fills a datagram also lets the
+// paths batch their sends.
+func (c *Client) followMTU(ctx context.Context) {
+	t := time.NewTicker(mtuCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		m := c.sess.minMTU()
+		if m < minInnerMTU {
+			continue
+		}
+		c.mu.Lock()
+		if c.welcome != nil && m != c.mtu && c.opts.Configure != nil {
+			if err := c.opts.Configure(c.welcome.Addresses, m); err != nil {
+				c.log.Warn("setting the inner MTU", "mtu", m, "err", err)
+			} else {
+				c.log.Info("inner MTU follows the paths", "old", c.mtu, "new", m)
+				c.mtu = m
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// minInnerMTU is the smallest inner MTU braid sets: IPv6's minimum.
+const minInnerMTU = 1280
 
 // join records the session a path joined, configuring the TUN on the
 // first welcome and whenever the addresses change. A failed configuration

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -17,10 +19,28 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := rootCmd().ExecuteContext(ctx); err != nil {
+	if err := run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "braid:", err)
 		os.Exit(1)
 	}
+}
+
+// run executes the command line. BRAID_CPUPROFILE=FILE writes a CPU
+// profile of the whole run to FILE, for performance work on the daemons.
+func run(ctx context.Context) error {
+	if path := os.Getenv("BRAID_CPUPROFILE"); path != "" {
+		path = strings.ReplaceAll(path, "%s", os.Args[1])
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	return rootCmd().ExecuteContext(ctx)
 }
 
 func rootCmd() *cobra.Command {
