@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/braid-tunnel/braid/tunnel"
+)
+
+// braid runs the command line and returns its output and error.
+func braid(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := rootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := cmd.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+// initDir runs braid init into a fresh directory.
+func initDir(t *testing.T) string {
+	dir := filepath.Join(t.TempDir(), "etc")
+	out, err := braid(t, "init", "--dir", dir, "--concentrator", "192.0.2.10:4443", "--client", "laptop", "--client", "branch=10.1.0.0/24")
+	if err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	for _, f := range []string{"concentrator.yaml", "client-laptop.yaml", "client-branch.yaml"} {
+		if !strings.Contains(out, filepath.Join(dir, f)) {
+			t.Errorf("init did not report writing %s:\n%s", f, out)
+		}
+	}
+	return dir
+}
+
+func TestInitRefusesToOverwrite(t *testing.T) {
+	dir := initDir(t)
+	if _, err := braid(t, "init", "--dir", dir, "--concentrator", "192.0.2.10:4443", "--client", "laptop"); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Errorf("second init: err = %v, want a refusal to overwrite", err)
+	}
+}
+
+// TestClientConfigErrors checks that what a user gets wrong is named.
+func TestClientConfigErrors(t *testing.T) {
+	dir := initDir(t)
+	cfg := filepath.Join(dir, "client-laptop.yaml")
+	tests := []struct {
+		name  string
+		args  []string
+		setup func(t *testing.T)
+		want  string
+	}{
+		{"missing file", []string{"client", "--config", filepath.Join(dir, "nope.yaml")}, nil, "nope.yaml"},
+		{"bad mode", []string{"client", "--config", cfg, "--mode", "fastest"}, nil, `"mode"`},
+		{"bad concentrator", []string{"client", "--config", cfg, "--concentrator", "192.0.2.10:nope"}, nil, `"concentrator"`},
+		{"missing interface", []string{"client", "--config", cfg}, func(t *testing.T) {
+			data, _ := os.ReadFile(cfg)
+			os.WriteFile(cfg, bytes.Replace(data, []byte("interface: eth0"), []byte("interface: nosuch0"), 1), 0o644)
+		}, `"uplinks[0].interface": no interface "nosuch0"`},
+		{"key readable by others", []string{"client", "--config", cfg}, func(t *testing.T) {
+			os.Chmod(filepath.Join(dir, "client-laptop.key"), 0o644)
+		}, "client-laptop.key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.setup != nil {
+				tt.setup(t)
+			}
+			_, err := braid(t, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want one naming %s", err, tt.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans lines: %q", err)
+			}
+		})
+	}
+}
+
+func TestStatus(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "client.sock")
+	st := tunnel.ClientStatus{Role: "client", Name: "laptop", Session: 0xabc, MTU: 1394, Mode: "failover",
+		Paths: []tunnel.PathStatus{{Name: "wifi", State: "up", TxPackets: 42}, {Name: "lte", State: "down"}},
+		Counters: tunnel.CounterSnapshot{"drop_spoofed": 3}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan error, 1)
+	go func() { ready <- tunnel.ServeStatus(ctx, socket, func() any { return st }) }()
+	var out string
+	var err error
+	for range 100 { // the socket appears when the server listens
+		if out, err = braid(t, "status", "--socket", socket); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"client laptop", "wifi", "lte", "down", "42", "drop_spoofed=3"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = braid(t, "status", "--json", "--socket", socket)
+	var got tunnel.ClientStatus
+	if err != nil || json.Unmarshal([]byte(out), &got) != nil || got.Paths[0].TxPackets != 42 {
+		t.Errorf("status --json = %q, %v", out, err)
+	}
+}
