@@ -89,7 +89,7 @@ func TestClientConfigErrors(t *testing.T) {
 func TestStatus(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "client.sock")
 	st := tunnel.ClientStatus{Role: "client", Name: "laptop", Session: 0xabc, MTU: 1394, Mode: "failover",
-		Paths: []tunnel.PathStatus{{Name: "wifi", State: "up", TxPackets: 42}, {Name: "lte", State: "down"}},
+		Paths:    []tunnel.PathStatus{{Name: "wifi", State: "up", TxPackets: 42}, {Name: "lte", State: "down"}},
 		Counters: tunnel.CounterSnapshot{"drop_spoofed": 3}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
