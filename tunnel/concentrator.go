@@ -357,10 +357,6 @@ type peerEndpoint struct {
 
 func (e *peerEndpoint) deliver(ctx context.Context, l *link, seq uint64, pkt []byte) {
 	c := e.c
-	if !e.sess.accept(seq) {
-		c.counters.DropDuplicate.Add(1)
-		return
-	}
 	info, err := packet.Parse(pkt)
 	if err != nil {
 		c.counters.DropMalformed.Add(1)
@@ -368,6 +364,12 @@ func (e *peerEndpoint) deliver(ctx context.Context, l *link, seq uint64, pkt []b
 	}
 	if !e.peer.owns(info.Src) {
 		c.counters.DropSpoofed.Add(1)
+		return
+	}
+	// Only a packet that passed the checks takes its sequence number, so
+	// a bad copy cannot shadow a good one arriving on another path.
+	if !e.sess.accept(seq) {
+		c.counters.DropDuplicate.Add(1)
 		return
 	}
 	buf := getBuffer()

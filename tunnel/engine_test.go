@@ -566,3 +566,51 @@ func TestTwoClientsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestBadDatagramsCounted sends garbage, truncated and replayed datagrams
+// over an authenticated path: nothing breaks, each is counted, and the
+// replayed packet is delivered once.
+func TestBadDatagramsCounted(t *testing.T) {
+	h := newHarness(t)
+	conc := tuntest.NewChannelTUN()
+	h.startConcentrator(conc.TUN())
+	tlsConf, _ := transport.ClientTLS(h.clientKey, h.serverKey.Public().(ed25519.PublicKey))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, w, err := transport.Dial(ctx, transport.DialConfig{Remote: h.port, TLS: tlsConf}, &transport.Hello{Version: transport.ProtocolVersion, Uplink: "raw", Mode: "failover", Instance: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close("done")
+	pkt := udp4(w.Addresses[0].Addr(), netip.MustParseAddr("10.210.0.2"), 60, true)
+	data := make([]byte, transport.HeaderLen+len(pkt))
+	transport.PutHeader(data, transport.KindData, 1)
+	copy(data[transport.HeaderLen:], pkt)
+	for _, d := range [][]byte{
+		{1, 2, 3},                     // shorter than the header
+		{0x7f, 0, 0, 0, 0, 0, 0, 1},   // unknown kind
+		data[:transport.HeaderLen+10], // truncated IP packet
+		data, data, data,              // the same packet three times
+	} {
+		if err := p.Send(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case got := <-conc.Inbound:
+		if len(got) != len(pkt) {
+			t.Fatalf("concentrator TUN got %d bytes, want the %d-byte packet", len(got), len(pkt))
+		}
+	case <-ctx.Done():
+		t.Fatal("the valid packet was not delivered")
+	}
+	waitFor(t, "drops counted", 5*time.Second, func() bool {
+		c := h.conc.Status().Counters
+		return c["drop_bad_dgram"] == 2 && c["drop_malformed"] == 1 && c["drop_duplicate"] == 2
+	})
+	select {
+	case got := <-conc.Inbound:
+		t.Fatalf("a second packet reached the TUN: %x", got)
+	default:
+	}
+}
