@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -331,25 +330,5 @@ var ErrNotRoot = errors.New("the namespace lab needs root")
 // prefix: only the tunnel reaches it). It crosses the same links as the
 // tunnel's path but the last one.
 func (e *Env) TransferRaw(ctx context.Context, limit int64, dur time.Duration) (TransferResult, error) {
-	var ln net.Listener
-	addr := netip.AddrPortFrom(e.Topo.ConcAddr, transferPort).String()
-	if err := e.Topo.Conc.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		return TransferResult{}, err
-	}
-	defer ln.Close()
-	dial := func(ctx context.Context) (net.Conn, error) {
-		var conn net.Conn
-		err := e.Topo.Client.Do(func() error {
-			var err error
-			var d net.Dialer
-			conn, err = d.DialContext(ctx, "tcp", addr)
-			return err
-		})
-		return conn, err
-	}
-	return runTransfer(ctx, ln, dial, limit, dur, nil)
+	return transferBetween(ctx, e.Topo.Client, e.Topo.Conc, e.Topo.ConcAddr, limit, dur, nil)
 }

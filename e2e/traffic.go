@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/braid-tunnel/braid/e2e/lab"
 )
 
 // TransferResult is what one TCP transfer through the tunnel did.
@@ -49,11 +51,17 @@ func (e *Env) Transfer6(ctx context.Context, limit int64, dur time.Duration) (Tr
 }
 
 func (e *Env) transfer(ctx context.Context, server netip.Addr, limit int64, dur time.Duration, during func(int64)) (TransferResult, error) {
-	addr := netip.AddrPortFrom(server, transferPort).String()
+	return transferBetween(ctx, e.Topo.LANHost, e.Topo.Server, server, limit, dur, during)
+}
+
+// transferBetween runs a transfer from a host in namespace from to a
+// listener on addr in namespace to.
+func transferBetween(ctx context.Context, from, to *lab.NS, addr netip.Addr, limit int64, dur time.Duration, during func(int64)) (TransferResult, error) {
+	hostport := netip.AddrPortFrom(addr, transferPort).String()
 	var ln net.Listener
-	if err := e.Topo.Server.Do(func() error {
+	if err := to.Do(func() error {
 		var err error
-		ln, err = net.Listen("tcp", addr)
+		ln, err = net.Listen("tcp", hostport)
 		return err
 	}); err != nil {
 		return TransferResult{}, err
@@ -61,10 +69,10 @@ func (e *Env) transfer(ctx context.Context, server netip.Addr, limit int64, dur 
 	defer ln.Close()
 	dial := func(ctx context.Context) (net.Conn, error) {
 		var conn net.Conn
-		err := e.Topo.LANHost.Do(func() error {
+		err := from.Do(func() error {
 			var err error
 			var d net.Dialer
-			conn, err = d.DialContext(ctx, "tcp", addr)
+			conn, err = d.DialContext(ctx, "tcp", hostport)
 			return err
 		})
 		return conn, err

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -101,14 +100,7 @@ func (c *Client) Run(ctx context.Context) error {
 	if c.opts.MTU == 0 {
 		wg.Go(func() { c.followMTU(ctx) })
 	}
-	readErr := make(chan error, 1)
-	go func() { readErr <- readTUN(c.opts.Device, &c.counters, c.outbound(ctx)) }()
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-readErr:
-		err = fmt.Errorf("reading TUN: %w", err)
-	}
+	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound(ctx))
 	cancel()
 	c.opts.Device.Close()
 	wg.Wait()
@@ -262,9 +254,7 @@ func (c *Client) deliver(ctx context.Context, l *link, seq uint64, pkt []byte) {
 		c.counters.DropDuplicate.Add(1)
 		return
 	}
-	buf := getBuffer()
-	n := copy(buf.b[headroom:], pkt)
-	c.writer.write(ctx, packetRef{buf: buf, n: n})
+	c.writer.writeCopy(ctx, pkt)
 }
 
 // ClientStatus is what `braid status` shows of a client.

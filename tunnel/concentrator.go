@@ -191,14 +191,7 @@ func (c *Concentrator) Run(ctx context.Context) error {
 	wg.Go(func() { c.writer.run(ctx) })
 	wg.Go(func() { c.accept(ctx, &wg) })
 	wg.Go(func() { c.reap(ctx) })
-	readErr := make(chan error, 1)
-	go func() { readErr <- readTUN(c.opts.Device, &c.counters, c.outbound(ctx)) }()
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-readErr:
-		err = fmt.Errorf("reading TUN: %w", err)
-	}
+	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound(ctx))
 	cancel()
 	c.ln.Close()
 	c.opts.Device.Close()
@@ -372,9 +365,7 @@ func (e *peerEndpoint) deliver(ctx context.Context, l *link, seq uint64, pkt []b
 		c.counters.DropDuplicate.Add(1)
 		return
 	}
-	buf := getBuffer()
-	n := copy(buf.b[headroom:], pkt)
-	c.writer.write(ctx, packetRef{buf: buf, n: n})
+	c.writer.writeCopy(ctx, pkt)
 }
 
 // SessionStatus is one client as the concentrator sees it.

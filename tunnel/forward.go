@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 
 	"github.com/braid-tunnel/braid/tunnel/packet"
@@ -54,6 +55,19 @@ func readTUN(dev tun.Device, c *Counters, handle func(packetRef)) error {
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// readUntilDone reads the TUN until ctx is done (nil) or reading fails.
+// The reading goroutine ends when the caller closes the device.
+func readUntilDone(ctx context.Context, dev tun.Device, c *Counters, handle func(packetRef)) error {
+	readErr := make(chan error, 1)
+	go func() { readErr <- readTUN(dev, c, handle) }()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-readErr:
+		return fmt.Errorf("reading TUN: %w", err)
 	}
 }
 

@@ -38,6 +38,13 @@ func (w *tunWriter) write(ctx context.Context, p packetRef) bool {
 	}
 }
 
+// writeCopy copies pkt into a pooled buffer and hands it to the writer.
+func (w *tunWriter) writeCopy(ctx context.Context, pkt []byte) {
+	buf := getBuffer()
+	n := copy(buf.b[headroom:], pkt)
+	w.write(ctx, packetRef{buf: buf, n: n})
+}
+
 // run writes batches until ctx is done.
 func (w *tunWriter) run(ctx context.Context) {
 	batch := max(w.dev.BatchSize(), 1) * 4
