@@ -31,6 +31,9 @@ type Options struct {
 	Mode  string // scheduler mode of the client; "" for failover
 	// GracePeriod of the concentrator; 0 for the default.
 	GracePeriod time.Duration
+	// StrictRPFilter turns on strict reverse-path filtering in the
+	// client's namespace, as on RHEL-like hosts.
+	StrictRPFilter bool
 }
 
 // Env is a running lab with braid in it.
@@ -75,6 +78,14 @@ func Build(bin string, opts Options) (*Env, error) {
 	if err := e.writeConfigs(); err != nil {
 		e.Close()
 		return nil, err
+	}
+	if opts.StrictRPFilter {
+		for _, conf := range []string{"all", "default", topo.Uplink1Dev, topo.Uplink2Dev, topo.LANDev} {
+			if err := topo.Client.Sysctl("net/ipv4/conf/"+conf+"/rp_filter", "1"); err != nil {
+				e.Close()
+				return nil, err
+			}
+		}
 	}
 	return e, nil
 }

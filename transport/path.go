@@ -103,6 +103,9 @@ var tooLargeProbe = make([]byte, 1<<16)
 // which is the path's backpressure. The payload is copied.
 func (p *Path) Send(b []byte) error {
 	err := p.conn.SendDatagram(b)
+	if err == nil {
+		return nil
+	}
 	var tl *quic.DatagramTooLargeError
 	if errors.As(err, &tl) {
 		return &DatagramTooLargeError{Max: int(tl.MaxDatagramPayloadSize)}

@@ -123,14 +123,28 @@ func (c *Client) maintain(ctx context.Context, u Uplink) {
 			backoff = min(2*backoff, maxRedial)
 			continue
 		}
-		backoff = minRedial
 		log.Info("path up", "local", l.path.LocalAddr(), "remote", l.path.RemoteAddr(), "mtu", l.mtu.Load())
 		c.sess.addLink(l)
+		start := time.Now()
 		err = l.run(ctx, c)
 		c.sess.removeLink(l)
-		if ctx.Err() == nil {
-			log.Warn("path down", "err", err)
+		if ctx.Err() != nil {
+			return
 		}
+		log.Warn("path down", "err", err)
+		// A path that lived briefly (another process with our key, a
+		// concentrator refusing us after the welcome) must not make us
+		// redial in a tight loop.
+		if time.Since(start) > maxRedial {
+			backoff = minRedial
+			continue
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, maxRedial)
 	}
 }
 

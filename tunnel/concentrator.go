@@ -224,7 +224,8 @@ func (c *Concentrator) serve(ctx context.Context, p *transport.Path) {
 		return
 	}
 	log := c.log.With("client", pr.Name, "path", hello.Uplink)
-	sess, err := c.join(pr, hello)
+	l := newLink(hello.Uplink, *hello, p, false, &c.counters, c.log.With("client", pr.Name))
+	sess, err := c.join(pr, l)
 	if err != nil {
 		p.WriteControl(&transport.Message{Error: err.Error()})
 		log.Warn("refused path", "err", err)
@@ -233,12 +234,9 @@ func (c *Concentrator) serve(ctx context.Context, p *transport.Path) {
 	}
 	welcome := &transport.Welcome{Session: sess.id, Name: pr.Name, Addresses: pr.addrs, Routes: c.TunAddresses(), MTU: c.opts.MTU}
 	if err := p.WriteControl(&transport.Message{Welcome: welcome}); err != nil {
+		sess.removeLink(l)
 		p.Close("welcome failed")
 		return
-	}
-	l := newLink(hello.Uplink, *hello, p, false, &c.counters, c.log.With("client", pr.Name))
-	if old := sess.addLink(l); old != nil {
-		old.path.Close("replaced by a new connection")
 	}
 	log.Info("path up", "remote", p.RemoteAddr(), "session", sess.id)
 	err = l.run(ctx, &peerEndpoint{c: c, peer: pr, sess: sess})
@@ -248,9 +246,11 @@ func (c *Concentrator) serve(ctx context.Context, p *transport.Path) {
 	}
 }
 
-// join returns the client's session, starting a new one when there is
-// none or the client process is new.
-func (c *Concentrator) join(pr *peer, hello *transport.Hello) (*session, error) {
+// join adds l to the client's session, starting a new session when there
+// is none or the client process is new. Under pr.mu, so that the session
+// cannot expire between being chosen and receiving the link.
+func (c *Concentrator) join(pr *peer, l *link) (*session, error) {
+	hello := &l.hello
 	if hello.Version != transport.ProtocolVersion {
 		return nil, fmt.Errorf("protocol version %d not supported (want %d)", hello.Version, transport.ProtocolVersion)
 	}
@@ -260,22 +260,24 @@ func (c *Concentrator) join(pr *peer, hello *transport.Hello) (*session, error) 
 	}
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
-	if s := pr.sess.Load(); s != nil && pr.instance == hello.Instance {
-		return s, nil
-	}
-	var b [8]byte
-	rand.Read(b[:])
-	s, err := newSession(binary.BigEndian.Uint64(b[:]), mode)
-	if err != nil {
-		return nil, err
-	}
-	if old := pr.sess.Swap(s); old != nil {
-		for _, l := range *old.links.Load() {
-			l.path.Close("client restarted")
+	s := pr.sess.Load()
+	if s == nil || pr.instance != hello.Instance {
+		var b [8]byte
+		rand.Read(b[:])
+		if s, err = newSession(binary.BigEndian.Uint64(b[:]), mode); err != nil {
+			return nil, err
 		}
+		if old := pr.sess.Swap(s); old != nil {
+			for _, x := range *old.links.Load() {
+				x.path.Close("client restarted")
+			}
+		}
+		pr.instance = hello.Instance
+		c.log.Info("session started", "client", pr.Name, "session", s.id, "addresses", pr.addrs)
 	}
-	pr.instance = hello.Instance
-	c.log.Info("session started", "client", pr.Name, "session", s.id, "addresses", pr.addrs)
+	if old := s.addLink(l); old != nil {
+		old.path.Close("replaced by a new connection")
+	}
 	return s, nil
 }
 
@@ -296,11 +298,18 @@ func (c *Concentrator) reap(ctx context.Context) {
 				continue
 			}
 			if since := s.emptySince.Load(); since != 0 && time.Duration(now-since) > c.opts.GracePeriod {
-				if pr.sess.CompareAndSwap(s, nil) {
-					c.log.Info("session expired", "client", pr.Name, "session", s.id)
-				}
+				c.expire(pr, s)
 			}
 		}
+	}
+}
+
+// expire ends session s of pr if it still has no link.
+func (c *Concentrator) expire(pr *peer, s *session) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if len(*s.links.Load()) == 0 && pr.sess.CompareAndSwap(s, nil) {
+		c.log.Info("session expired", "client", pr.Name, "session", s.id)
 	}
 }
 

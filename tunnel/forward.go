@@ -114,8 +114,9 @@ func forward(ctx context.Context, s *session, p packetRef, info *packet.Info, w 
 		putBuffer(out)
 		return
 	}
-	c.ICMPSent.Add(1)
-	w.write(ctx, packetRef{buf: out, n: n})
+	if w.tryWrite(packetRef{buf: out, n: n}) {
+		c.ICMPSent.Add(1)
+	}
 }
 
 const tcpSYN = 0x02

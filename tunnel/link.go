@@ -31,6 +31,10 @@ const (
 	// into quic-go's own 32-datagram queue; a longer queue would only add
 	// delay under load.
 	sendQueueLen = 128
+	// probeQueueLen bounds probes and echoes waiting for the sender; one
+	// is sent every probe interval, so more waiting means the path is
+	// saturated and a late echo says nothing new: it is dropped.
+	probeQueueLen = 4
 	// probeInterval is how often the client probes each path: 20 probes
 	// of 8 bytes (about 60 bytes on the wire) a second per path, so that a
 	// silent path is noticed within a few hundred milliseconds.
@@ -60,6 +64,10 @@ type link struct {
 	log      *slog.Logger
 
 	queue chan packetRef
+	// probes carries probes and probe echoes to the sender, so neither the
+	// receiver nor the ticker ever blocks on a full QUIC send queue.
+	probes chan [transport.HeaderLen]byte
+	dead   atomic.Bool // set when run ends: out of the scheduler's choice
 
 	lastRecv  atomic.Int64 // monotime of the last datagram received
 	rtt       atomic.Int64 // smoothed RTT in nanoseconds
@@ -82,6 +90,7 @@ func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, 
 		counters: c,
 		log:      log.With("path", name),
 		queue:    make(chan packetRef, sendQueueLen),
+		probes:   make(chan [transport.HeaderLen]byte, probeQueueLen),
 	}
 	l.lastRecv.Store(monotime())
 	l.refresh()
@@ -97,7 +106,7 @@ func (l *link) deadAfter() int64 {
 
 // alive says whether the path has been heard from recently enough.
 func (l *link) alive(now int64) bool {
-	return now-l.lastRecv.Load() < l.deadAfter()
+	return !l.dead.Load() && now-l.lastRecv.Load() < l.deadAfter()
 }
 
 // state is the scheduler's view of the link.
@@ -139,6 +148,7 @@ func (l *link) run(ctx context.Context, ep endpoint) error {
 	case <-l.path.Done():
 		cancel(l.path.Err())
 	}
+	l.dead.Store(true)
 	l.path.Close("path closed")
 	wg.Wait()
 	l.drain()
@@ -156,29 +166,49 @@ func (l *link) drain() {
 	}
 }
 
-// sender owns Path.Send for data.
+// sender owns Path.Send for data and probes.
 func (l *link) sender(ctx context.Context) error {
 	for {
 		select {
 		case p := <-l.queue:
-			err := l.path.Send(p.datagram())
-			n := p.n
-			putBuffer(p.buf)
-			if err != nil {
-				var tl *transport.DatagramTooLargeError
-				if errors.As(err, &tl) {
-					l.counters.DropTooBig.Add(1)
-					l.mtu.Store(int32(tl.Max - transport.HeaderLen))
-					continue
-				}
-				l.counters.DropSendFailed.Add(1)
+			if err := l.sendData(p); err != nil {
 				return err
 			}
-			l.txPackets.Add(1)
-			l.txBytes.Add(uint64(n))
+		case probe := <-l.probes:
+			l.path.Send(probe[:])
 		case <-ctx.Done():
 			return nil
 		}
+	}
+}
+
+func (l *link) sendData(p packetRef) error {
+	err := l.path.Send(p.datagram())
+	n := p.n
+	putBuffer(p.buf)
+	var tl *transport.DatagramTooLargeError
+	switch {
+	case err == nil:
+		l.txPackets.Add(1)
+		l.txBytes.Add(uint64(n))
+	case errors.As(err, &tl):
+		l.counters.DropTooBig.Add(1)
+		l.mtu.Store(int32(tl.Max - transport.HeaderLen))
+	default:
+		l.counters.DropSendFailed.Add(1)
+		return err
+	}
+	return nil
+}
+
+// queueProbe hands a probe or an echo to the sender, dropping it if the
+// sender is behind.
+func (l *link) queueProbe(kind transport.Kind, seq uint64) {
+	var b [transport.HeaderLen]byte
+	transport.PutHeader(b[:], kind, seq)
+	select {
+	case l.probes <- b:
+	default:
 	}
 }
 
@@ -195,17 +225,16 @@ func (l *link) receiver(ctx context.Context, ep endpoint) error {
 			continue
 		}
 		l.lastRecv.Store(monotime())
-		l.rxPackets.Add(1)
-		l.rxBytes.Add(uint64(len(payload)))
 		switch kind {
 		case transport.KindData:
+			l.rxPackets.Add(1) // data only, to match the peer's tx count
+			l.rxBytes.Add(uint64(len(payload)))
 			if seq > l.highestSeq.Load() {
 				l.highestSeq.Store(seq)
 			}
 			ep.deliver(ctx, l, seq, payload)
 		case transport.KindProbe:
-			transport.PutHeader(d, transport.KindProbeReply, seq)
-			l.path.Send(d)
+			l.queueProbe(transport.KindProbeReply, seq)
 		}
 	}
 }
@@ -232,7 +261,6 @@ func (l *link) ticker(ctx context.Context) error {
 	defer probes.Stop()
 	reports := time.NewTicker(reportInterval)
 	defer reports.Stop()
-	var probe [transport.HeaderLen]byte
 	var seq uint64
 	for {
 		select {
@@ -240,8 +268,7 @@ func (l *link) ticker(ctx context.Context) error {
 			l.refresh()
 			if l.probe {
 				seq++
-				transport.PutHeader(probe[:], transport.KindProbe, seq)
-				l.path.Send(probe[:])
+				l.queueProbe(transport.KindProbe, seq)
 			}
 		case <-reports.C:
 			r := &transport.Report{RxPackets: l.rxPackets.Load(), RxBytes: l.rxBytes.Load(), HighestSeq: l.highestSeq.Load()}

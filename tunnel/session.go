@@ -131,9 +131,12 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 	s.seq++
 	transport.PutHeader(p.buf.b[headroom-transport.HeaderLen:], transport.KindData, s.seq)
 	queued := false
-	for k, i := range s.picks {
+	// Queue the original last: once queued, its buffer belongs to that
+	// path's sender, so every other copy must be made before.
+	for k := len(s.picks) - 1; k >= 0; k-- {
+		i := s.picks[k]
 		ref := p
-		if k > 0 { // a second copy for redundancy
+		if k > 0 { // another copy, for redundancy
 			ref = packetRef{buf: getBuffer(), n: p.n}
 			copy(ref.datagram(), p.datagram())
 		}

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -108,6 +109,9 @@ func (r *ClientRouting) Install() error {
 	if err := AddRoutes(r.Device, r.Table, r.Routes); err != nil {
 		return err
 	}
+	if err := r.installMarkRestore(); err != nil {
+		return err
+	}
 	families := map[int]bool{}
 	for _, p := range r.Routes {
 		families[family(p)] = true
@@ -120,7 +124,11 @@ func (r *ClientRouting) Install() error {
 		mask := uint32(0xffffffff)
 		tunnel.Mask = &mask
 		for _, rule := range []*netlink.Rule{suppress, tunnel} {
-			if err := netlink.RuleAdd(rule); err != nil && !errors.Is(err, unix.EEXIST) {
+			err := netlink.RuleAdd(rule)
+			if errors.Is(err, unix.EEXIST) {
+				continue // not ours to remove later
+			}
+			if err != nil {
 				r.Remove()
 				return fmt.Errorf("policy rule (priority %d, table %d): %w", rule.Priority, rule.Table, err)
 			}
@@ -132,7 +140,7 @@ func (r *ClientRouting) Install() error {
 
 // Remove deletes the rules Install added (the routes go with the device).
 func (r *ClientRouting) Remove() error {
-	var errs []error
+	errs := []error{removeTable(clientTable)}
 	for _, rule := range r.rules {
 		if err := netlink.RuleDel(rule); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, err)
@@ -140,6 +148,69 @@ func (r *ClientRouting) Remove() error {
 	}
 	r.rules = nil
 	return errors.Join(errs...)
+}
+
+// clientTable is the client's nftables table.
+const clientTable = "braid-client"
+
+// installMarkRestore makes replies to the paths' marked packets carry the
+// mark too, as wg-quick does: the mark is saved in the connection's
+// conntrack entry on the way out and restored on the way in, and
+// src_valid_mark lets the reverse-path filter see it. Without this, a host
+// with strict rp_filter and no source-specific rules drops the replies,
+// since the unmarked reverse route to the concentrator leads into the TUN,
+// not the uplink.
+func (r *ClientRouting) installMarkRestore() error {
+	if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/src_valid_mark", []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("src_valid_mark: %w", err)
+	}
+	conn, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	table := freshTable(conn, clientTable)
+	mark := binary.NativeEndian.AppendUint32(nil, r.Mark)
+	udp := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+	}
+	save := conn.AddChain(&nftables.Chain{Name: "postmangle", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityMangle})
+	conn.AddRule(&nftables.Rule{Table: table, Chain: save, Exprs: append(append([]expr.Any{}, udp...),
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: mark},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+	)})
+	restore := conn.AddChain(&nftables.Chain{Name: "premangle", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle})
+	conn.AddRule(&nftables.Rule{Table: table, Chain: restore, Exprs: append(append([]expr.Any{}, udp...),
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
+	)})
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("nftables: install mark restore: %w", err)
+	}
+	return nil
+}
+
+// freshTable queues the creation of an empty inet table called name,
+// replacing any left by an earlier run.
+func freshTable(conn *nftables.Conn, name string) *nftables.Table {
+	table := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
+	conn.AddTable(table)
+	conn.DelTable(table)
+	conn.AddTable(table)
+	return table
+}
+
+// removeTable deletes braid's inet table called name.
+func removeTable(name string) error {
+	conn, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	conn.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
+	return conn.Flush()
 }
 
 // EnableForwarding turns on IPv4 and IPv6 forwarding, unless it is on
@@ -173,10 +244,7 @@ func (n *NAT) Install() error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	table := &nftables.Table{Family: nftables.TableFamilyINet, Name: natTable}
-	conn.AddTable(table)
-	conn.DelTable(table) // start from an empty table
-	conn.AddTable(table)
+	table := freshTable(conn, natTable)
 	chain := conn.AddChain(&nftables.Chain{
 		Name:     "postrouting",
 		Table:    table,
@@ -224,11 +292,4 @@ func ifname(name string) []byte {
 }
 
 // Remove deletes braid's table.
-func (n *NAT) Remove() error {
-	conn, err := nftables.New()
-	if err != nil {
-		return err
-	}
-	conn.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: natTable})
-	return conn.Flush()
-}
+func (n *NAT) Remove() error { return removeTable(natTable) }

@@ -38,6 +38,18 @@ func (w *tunWriter) write(ctx context.Context, p packetRef) bool {
 	}
 }
 
+// tryWrite hands p to the writer if there is room, else frees it and
+// reports false: for the TUN reader, which must never block.
+func (w *tunWriter) tryWrite(p packetRef) bool {
+	select {
+	case w.queue <- p:
+		return true
+	default:
+		putBuffer(p.buf)
+		return false
+	}
+}
+
 // writeCopy copies pkt into a pooled buffer and hands it to the writer.
 func (w *tunWriter) writeCopy(ctx context.Context, pkt []byte) {
 	buf := getBuffer()
