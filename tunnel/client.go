@@ -28,10 +28,11 @@ const (
 
 // Uplink is one path the client keeps to the concentrator.
 type Uplink struct {
-	Name     string
-	Priority int
-	Weight   float64
-	Metered  bool
+	Name      string
+	Interface string // for link events; "" if none
+	Priority  int
+	Weight    float64
+	Metered   bool
 	// Resolve says how to reach the concentrator over this uplink now. It
 	// is called before every dial, since an uplink's address can change.
 	Resolve func() (transport.DialConfig, error)
@@ -48,7 +49,11 @@ type ClientOptions struct {
 	// when the client first joins a session and whenever they change, to
 	// set them on the TUN and install routes. May be nil.
 	Configure func(addrs []netip.Prefix, mtu int) error
-	Logger    *slog.Logger
+	// LinkEvents, if set, tells of uplink interfaces losing or regaining
+	// carrier (transport.WatchLinks), so a cut moves traffic at once and
+	// a returning uplink is redialled at once.
+	LinkEvents <-chan transport.LinkEvent
+	Logger     *slog.Logger
 }
 
 // Client is the client end of the tunnel: one TUN, one session, one link
@@ -60,6 +65,10 @@ type Client struct {
 	writer   *tunWriter
 	sess     *session
 	instance uint64 // tells the concentrator that this process is new
+
+	// Per uplink name: its interface has no carrier; wake its redial loop.
+	carrierDown map[string]*atomic.Bool
+	wake        map[string]chan struct{}
 
 	mu      sync.Mutex // guards welcome and mtu
 	welcome *transport.Welcome
@@ -83,7 +92,12 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	var b [8]byte
 	rand.Read(b[:])
-	c := &Client{opts: opts, log: opts.Logger, sess: sess, instance: binary.BigEndian.Uint64(b[:])}
+	c := &Client{opts: opts, log: opts.Logger, sess: sess, instance: binary.BigEndian.Uint64(b[:]),
+		carrierDown: map[string]*atomic.Bool{}, wake: map[string]chan struct{}{}}
+	for _, u := range opts.Uplinks {
+		c.carrierDown[u.Name] = new(atomic.Bool)
+		c.wake[u.Name] = make(chan struct{}, 1)
+	}
 	c.writer = newTunWriter(opts.Device, &c.counters, c.log)
 	return c, nil
 }
@@ -100,6 +114,9 @@ func (c *Client) Run(ctx context.Context) error {
 	if c.opts.MTU == 0 {
 		wg.Go(func() { c.followMTU(ctx) })
 	}
+	if c.opts.LinkEvents != nil {
+		wg.Go(func() { c.watchLinks(ctx) })
+	}
 	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound(ctx))
 	cancel()
 	c.opts.Device.Close()
@@ -115,9 +132,7 @@ func (c *Client) maintain(ctx context.Context, u Uplink) {
 		l, err := c.dial(ctx, u)
 		if err != nil {
 			log.Warn("path dial failed", "err", err, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
+			if !c.sleep(ctx, u, backoff) {
 				return
 			}
 			backoff = min(2*backoff, maxRedial)
@@ -139,12 +154,49 @@ func (c *Client) maintain(ctx context.Context, u Uplink) {
 			backoff = minRedial
 			continue
 		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+		if !c.sleep(ctx, u, backoff) {
 			return
 		}
 		backoff = min(2*backoff, maxRedial)
+	}
+}
+
+// sleep waits out a redial backoff, cut short when the uplink's
+// interface comes up. It returns false once ctx is done.
+func (c *Client) sleep(ctx context.Context, u Uplink, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.wake[u.Name]:
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// watchLinks applies link events to the uplinks on those interfaces.
+func (c *Client) watchLinks(ctx context.Context) {
+	for {
+		var ev transport.LinkEvent
+		select {
+		case ev = <-c.opts.LinkEvents:
+		case <-ctx.Done():
+			return
+		}
+		for _, u := range c.opts.Uplinks {
+			if u.Interface == "" || u.Interface != ev.Interface {
+				continue
+			}
+			c.carrierDown[u.Name].Store(!ev.Up)
+			c.log.Info("uplink interface changed", "path", u.Name, "interface", ev.Interface, "up", ev.Up)
+			if ev.Up {
+				select {
+				case c.wake[u.Name] <- struct{}{}:
+				default:
+				}
+			}
+		}
 	}
 }
 
@@ -169,6 +221,7 @@ func (c *Client) dial(ctx context.Context, u Uplink) (*link, error) {
 		return nil, err
 	}
 	l := newLink(u.Name, hello, p, true, &c.counters, c.log)
+	l.carrierDown = c.carrierDown[u.Name]
 	if err := c.join(w, int(l.mtu.Load())); err != nil {
 		p.Close("configuration failed")
 		return nil, err

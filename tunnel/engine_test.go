@@ -48,6 +48,7 @@ type harness struct {
 	proxies    []*proxy.Proxy
 	client     *Client
 	clientStop func()
+	linkEvents chan transport.LinkEvent
 }
 
 func newHarness(t *testing.T) *harness {
@@ -153,13 +154,14 @@ func (h *harness) startClient(dev tun.Device, mode scheduler.Mode, n int) {
 		}
 		p := h.proxies[i]
 		uplinks = append(uplinks, Uplink{
-			Name: []string{"wifi", "lte", "dsl"}[i], Priority: i, Weight: 1,
+			Name: []string{"wifi", "lte", "dsl"}[i], Interface: []string{"wlan0", "wwan0", "eth0"}[i], Priority: i, Weight: 1,
 			Resolve: func() (transport.DialConfig, error) {
 				return transport.DialConfig{Remote: p.Addr(), Source: netip.MustParseAddr("127.0.0.1"), TLS: tlsConf}, nil
 			},
 		})
 	}
-	c, err := NewClient(ClientOptions{Device: dev, Uplinks: uplinks, Mode: mode, Logger: h.log.With("end", "client")})
+	h.linkEvents = make(chan transport.LinkEvent)
+	c, err := NewClient(ClientOptions{Device: dev, Uplinks: uplinks, Mode: mode, LinkEvents: h.linkEvents, Logger: h.log.With("end", "client")})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -612,5 +614,28 @@ func TestBadDatagramsCounted(t *testing.T) {
 	case got := <-conc.Inbound:
 		t.Fatalf("a second packet reached the TUN: %x", got)
 	default:
+	}
+}
+
+// TestLinkEventTakesPathOutAtOnce: the kernel's word that an uplink lost
+// carrier takes its path out of use though its probes still succeed, and
+// carrier back brings it back.
+func TestLinkEventTakesPathOutAtOnce(t *testing.T) {
+	h, client, conc := channelPair(t)
+	pathState := func(want string) func() bool {
+		return func() bool { return h.client.Status().Paths[0].State == want }
+	}
+	h.linkEvents <- transport.LinkEvent{Interface: "wlan0", Up: false}
+	waitFor(t, "path down on the link event", 5*time.Second, pathState("down"))
+	own := h.conc.Addresses("laptop")[0].Addr()
+	client.Outbound <- udp4(own, netip.MustParseAddr("10.210.0.2"), 100, true)
+	waitFor(t, "packet dropped for want of a path", 5*time.Second, func() bool { return h.client.Status().Counters["drop_no_path"] == 1 })
+	h.linkEvents <- transport.LinkEvent{Interface: "wlan0", Up: true}
+	waitFor(t, "path up again", 5*time.Second, pathState("up"))
+	client.Outbound <- udp4(own, netip.MustParseAddr("10.210.0.2"), 100, true)
+	select {
+	case <-conc.Inbound:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no traffic after the link came back")
 	}
 }

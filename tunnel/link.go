@@ -68,6 +68,9 @@ type link struct {
 	// receiver nor the ticker ever blocks on a full QUIC send queue.
 	probes chan [transport.HeaderLen]byte
 	dead   atomic.Bool // set when run ends: out of the scheduler's choice
+	// carrierDown, if set, says the uplink's interface has lost carrier:
+	// the kernel told us, so the path is out of use before probes miss.
+	carrierDown *atomic.Bool
 
 	lastRecv  atomic.Int64 // monotime of the last datagram received
 	rtt       atomic.Int64 // smoothed RTT in nanoseconds
@@ -106,7 +109,10 @@ func (l *link) deadAfter() int64 {
 
 // alive says whether the path has been heard from recently enough.
 func (l *link) alive(now int64) bool {
-	return !l.dead.Load() && now-l.lastRecv.Load() < l.deadAfter()
+	if l.dead.Load() || l.carrierDown != nil && l.carrierDown.Load() {
+		return false
+	}
+	return now-l.lastRecv.Load() < l.deadAfter()
 }
 
 // state is the scheduler's view of the link.

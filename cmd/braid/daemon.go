@@ -128,7 +128,7 @@ func runClient(ctx context.Context, cfg *config.Client) error {
 	var uplinks []tunnel.Uplink
 	for _, u := range cfg.Uplinks {
 		uplinks = append(uplinks, tunnel.Uplink{
-			Name: u.Name, Priority: u.Priority, Weight: u.Weight, Metered: u.Metered,
+			Name: u.Name, Interface: u.Interface, Priority: u.Priority, Weight: u.Weight, Metered: u.Metered,
 			Resolve: func() (transport.DialConfig, error) {
 				src := u.Source
 				if !src.IsValid() {
@@ -141,8 +141,15 @@ func runClient(ctx context.Context, cfg *config.Client) error {
 			},
 		})
 	}
+	events := make(chan transport.LinkEvent, len(uplinks))
+	go func() {
+		if err := transport.WatchLinks(ctx, events); err != nil {
+			log.Warn("link events unavailable; cuts are found by probes alone", "err", err)
+		}
+	}()
 	client, err := tunnel.NewClient(tunnel.ClientOptions{
-		Device: dev, Uplinks: uplinks, Mode: scheduler.Mode(cfg.Mode), MTU: cfg.Tun.MTU, Configure: configure, Logger: log,
+		Device: dev, Uplinks: uplinks, Mode: scheduler.Mode(cfg.Mode), MTU: cfg.Tun.MTU, Configure: configure,
+		LinkEvents: events, Logger: log,
 	})
 	if err != nil {
 		dev.Close()
