@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -638,4 +639,26 @@ func TestLinkEventTakesPathOutAtOnce(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no traffic after the link came back")
 	}
+}
+
+// TestNoGoroutineLeak runs both ends, carries traffic, cuts and restores a
+// path, stops both, and checks that the goroutines they started are gone.
+func TestNoGoroutineLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		h := newHarness(t)
+		server := h.netstackConcentrator()
+		client := h.netstackClient(scheduler.Failover, 2)
+		waitFor(t, "paths up", 10*time.Second, h.pathsUp(2))
+		transfer(t, client, server, 1<<20, func(n int64) {
+			if n > 1<<19 {
+				h.proxies[0].Set(proxy.Impairment{Cut: true})
+			}
+		})
+		h.proxies[0].Set(proxy.Impairment{})
+		h.close()
+		h.clientStop, h.concStop, h.proxies = nil, nil, nil
+	}()
+	// quic-go and netstack end their goroutines asynchronously after Close.
+	waitFor(t, "goroutines to end", 10*time.Second, func() bool { return runtime.NumGoroutine() <= before })
 }
