@@ -18,10 +18,14 @@ import (
 // what it carries: the IPv6 minimum, which every path carries.
 const initialClientMTU = 1280
 
-// defaultConcentratorMTU is the concentrator TUN's MTU unless configured.
-// Larger inner packets than a client's path carries are answered with
-// ICMP "too big", and TCP SYNs are clamped, so it can stay at Ethernet's.
-const defaultConcentratorMTU = 1500
+// defaultConcentratorMTU is the concentrator TUN's MTU unless configured:
+// a little below what a path over a 1500-byte (or PPPoE 1492-byte) link
+// carries (about 1394 and 1386 bytes), so the concentrator's kernel
+// itself fragments larger IPv4 packets without DF and answers the others
+// with ICMP, before they reach braid. Packets a narrower path cannot carry
+// still get ICMP "too big" from braid, and TCP SYNs are clamped to the
+// client's paths.
+const defaultConcentratorMTU = 1380
 
 func clientCmd() *cobra.Command {
 	var file string
