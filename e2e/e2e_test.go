@@ -58,12 +58,20 @@ func requireRoot(t *testing.T) {
 // shaped is the lab: 50 Mbit/s 20 ms and 20 Mbit/s 60 ms.
 var shaped = lab.TopologyOptions{Rate1: 50e6, Delay1: 20 * time.Millisecond, Rate2: 20e6, Delay2: 60 * time.Millisecond}
 
+// start builds the lab and starts braid in it.
 func start(t *testing.T, opts Options) *Env {
 	t.Helper()
 	requireRoot(t)
+	e := build(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	e, err := Start(ctx, braidBin, opts)
+	up(t, ctx, e)
+	return e
+}
+
+func build(t *testing.T, opts Options) *Env {
+	t.Helper()
+	e, err := Build(braidBin, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +82,13 @@ func start(t *testing.T, opts Options) *Env {
 		e.Close()
 	})
 	return e
+}
+
+func up(t *testing.T, ctx context.Context, e *Env) {
+	t.Helper()
+	if err := e.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // at runs each step at its time after start, in order.

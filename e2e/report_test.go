@@ -47,28 +47,6 @@ func TestReportGoodput(t *testing.T) {
 	}
 }
 
-func build(t *testing.T, opts Options) *Env {
-	t.Helper()
-	e, err := Build(braidBin, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(e.Logs())
-		}
-		e.Close()
-	})
-	return e
-}
-
-func up(t *testing.T, ctx context.Context, e *Env) {
-	t.Helper()
-	if err := e.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // mustTransfer returns a checker of a transfer's results.
 func mustTransfer(t *testing.T) func(TransferResult, error) TransferResult {
 	return func(r TransferResult, err error) TransferResult {

@@ -60,6 +60,20 @@ func peerKey(raw [][]byte) (ed25519.PublicKey, error) {
 	return pub, nil
 }
 
+// pinned verifies that the peer's certificate holds a key that ok accepts.
+func pinned(who string, ok func(ed25519.PublicKey) bool) func([][]byte, [][]*x509.Certificate) error {
+	return func(raw [][]byte, _ [][]*x509.Certificate) error {
+		pub, err := peerKey(raw)
+		if err != nil {
+			return err
+		}
+		if !ok(pub) {
+			return fmt.Errorf("%s key %x...: %w", who, pub[:4], ErrUnknownPeer)
+		}
+		return nil
+	}
+}
+
 // ClientTLS is the TLS configuration of a client that authenticates with
 // key and accepts only a concentrator holding the private half of server.
 func ClientTLS(key ed25519.PrivateKey, server ed25519.PublicKey) (*tls.Config, error) {
@@ -68,21 +82,12 @@ func ClientTLS(key ed25519.PrivateKey, server ed25519.PublicKey) (*tls.Config, e
 		return nil, err
 	}
 	return &tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		Certificates:       []tls.Certificate{cert},
-		NextProtos:         []string{ALPN},
-		ServerName:         "braid",
-		InsecureSkipVerify: true, // replaced by the key pin below
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			pub, err := peerKey(raw)
-			if err != nil {
-				return err
-			}
-			if !bytes.Equal(pub, server) {
-				return fmt.Errorf("concentrator key %x...: %w", pub[:4], ErrUnknownPeer)
-			}
-			return nil
-		},
+		MinVersion:            tls.VersionTLS13,
+		Certificates:          []tls.Certificate{cert},
+		NextProtos:            []string{ALPN},
+		ServerName:            "braid",
+		InsecureSkipVerify:    true, // replaced by the key pin below
+		VerifyPeerCertificate: pinned("concentrator", func(k ed25519.PublicKey) bool { return bytes.Equal(k, server) }),
 	}, nil
 }
 
@@ -94,19 +99,10 @@ func ServerTLS(key ed25519.PrivateKey, authorised func(ed25519.PublicKey) bool) 
 		return nil, err
 	}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{ALPN},
-		ClientAuth:   tls.RequireAnyClientCert,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			pub, err := peerKey(raw)
-			if err != nil {
-				return err
-			}
-			if !authorised(pub) {
-				return fmt.Errorf("client key %x...: %w", pub[:4], ErrUnknownPeer)
-			}
-			return nil
-		},
+		MinVersion:            tls.VersionTLS13,
+		Certificates:          []tls.Certificate{cert},
+		NextProtos:            []string{ALPN},
+		ClientAuth:            tls.RequireAnyClientCert,
+		VerifyPeerCertificate: pinned("client", authorised),
 	}, nil
 }

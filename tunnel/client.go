@@ -303,15 +303,9 @@ func (c *Client) join(w *transport.Welcome, pathMTU int) error {
 	return nil
 }
 
-func (c *Client) outbound(ctx context.Context) func(packetRef) {
-	return func(p packetRef) {
-		info, err := packet.Parse(p.packet())
-		if err != nil {
-			c.counters.DropMalformed.Add(1)
-			putBuffer(p.buf)
-			return
-		}
-		forward(ctx, c.sess, p, &info, c.writer, c.gw.Load(), &c.counters)
+func (c *Client) outbound(ctx context.Context) func(packetRef, *packet.Info) {
+	return func(p packetRef, info *packet.Info) {
+		forward(ctx, c.sess, p, info, c.writer, c.gw.Load(), &c.counters)
 	}
 }
 

@@ -326,14 +326,8 @@ func (c *Concentrator) lookup(dst netip.Addr) *peer {
 	return nil
 }
 
-func (c *Concentrator) outbound(ctx context.Context) func(packetRef) {
-	return func(p packetRef) {
-		info, err := packet.Parse(p.packet())
-		if err != nil {
-			c.counters.DropMalformed.Add(1)
-			putBuffer(p.buf)
-			return
-		}
+func (c *Concentrator) outbound(ctx context.Context) func(packetRef, *packet.Info) {
+	return func(p packetRef, info *packet.Info) {
 		pr := c.lookup(info.Dst)
 		if pr == nil {
 			c.counters.DropNoRoute.Add(1)
@@ -346,7 +340,7 @@ func (c *Concentrator) outbound(ctx context.Context) func(packetRef) {
 			putBuffer(p.buf)
 			return
 		}
-		forward(ctx, s, p, &info, c.writer, &c.gw, &c.counters)
+		forward(ctx, s, p, info, c.writer, &c.gw, &c.counters)
 	}
 }
 

@@ -22,10 +22,10 @@ import (
 // Inbound flow: link.receiver ──▶ endpoint's deliver: duplicate filter,
 // (concentrator: source check) ──▶ tunWriter ──Write(batch)──▶ TUN.
 
-// readTUN reads batches from dev and hands each packet to handle, which
-// takes ownership of its buffer. It returns when the device fails or is
-// closed.
-func readTUN(dev tun.Device, c *Counters, handle func(packetRef)) error {
+// readTUN reads batches from dev, parses each packet and hands it to
+// handle, which takes ownership of its buffer; packets that do not parse
+// are dropped and counted. It returns when the device fails or is closed.
+func readTUN(dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) error {
 	batch := max(dev.BatchSize(), 1)
 	refs := make([]*buffer, batch)
 	bufs := make([][]byte, batch)
@@ -46,7 +46,13 @@ func readTUN(dev tun.Device, c *Counters, handle func(packetRef)) error {
 			refs[i] = getBuffer()
 			bufs[i] = refs[i].b[:]
 			c.TunRxPackets.Add(1)
-			handle(p)
+			info, err := packet.Parse(p.packet())
+			if err != nil {
+				c.DropMalformed.Add(1)
+				putBuffer(p.buf)
+				continue
+			}
+			handle(p, &info)
 		}
 		if errors.Is(err, tun.ErrTooManySegments) {
 			c.DropMalformed.Add(1)
@@ -60,7 +66,7 @@ func readTUN(dev tun.Device, c *Counters, handle func(packetRef)) error {
 
 // readUntilDone reads the TUN until ctx is done (nil) or reading fails.
 // The reading goroutine ends when the caller closes the device.
-func readUntilDone(ctx context.Context, dev tun.Device, c *Counters, handle func(packetRef)) error {
+func readUntilDone(ctx context.Context, dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) error {
 	readErr := make(chan error, 1)
 	go func() { readErr <- readTUN(dev, c, handle) }()
 	select {
