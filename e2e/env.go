@@ -307,6 +307,32 @@ func (e *Env) WaitMTU(ctx context.Context, timeout time.Duration) error {
 	return fmt.Errorf("inner MTU did not settle within %v", timeout)
 }
 
+// RSS returns the resident memory of the client and the concentrator, in
+// bytes, from /proc.
+func (e *Env) RSS() (client, concentrator int64, err error) {
+	client, err = e.client.rss()
+	if err != nil {
+		return 0, 0, err
+	}
+	concentrator, err = e.conc.rss()
+	return client, concentrator, err
+}
+
+func (d *daemon) rss() (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			_, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", d.cmd.Process.Pid)
+}
+
 // Cut is how an uplink fails.
 type Cut int
 

@@ -31,7 +31,18 @@ func TestReportGoodput(t *testing.T) {
 		if err := e.CutUplink(2, LinkDown); err != nil { // one path only
 			t.Fatal(err)
 		}
-		tun := mustTransfer(t)(e.Transfer(ctx, 0, dur, nil))
+		idleClient, idleConc, err := e.RSS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var loadClient, loadConc int64
+		tun := mustTransfer(t)(e.Transfer(ctx, 0, dur, func(n int64) {
+			if loadClient == 0 && n > 100<<20 {
+				loadClient, loadConc, _ = e.RSS()
+			}
+		}))
+		t.Logf("REPORT resident memory: client %d KiB idle, %d KiB under load; concentrator (one client) %d KiB idle, %d KiB under load",
+			idleClient>>10, loadClient>>10, idleConc>>10, loadConc>>10)
 		t.Logf("REPORT unshaped veth, one path: raw TCP %.0f Mbit/s, braid %.0f Mbit/s, ratio %.2f",
 			raw.Goodput()/1e6, tun.Goodput()/1e6, tun.Goodput()/raw.Goodput())
 	})
