@@ -41,7 +41,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		syn, data := tcpSYN4(src, dst, 1460), udp4(src, dst, 1200, true)
 		ctx := context.Background()
 		send := func(pkt []byte) {
-			buf := getBuffer()
+			buf := getBuffer(len(pkt))
 			n := copy(buf.b[headroom:], pkt)
 			p := packetRef{buf: buf, n: n}
 			info, err := packet.Parse(p.packet())

@@ -7,19 +7,44 @@ const (
 	// there on send (transport.HeaderLen), and the TUN's virtio-net header
 	// (10 bytes) on read and write, so a packet is never moved.
 	headroom = 16
-	// bufSize holds the largest packet the TUN can coalesce (GRO) on write.
-	bufSize = headroom + 65535
+	// smallSize holds one packet of any MTU a path carries (QUIC packets
+	// stop at 1452 bytes on a 1500-byte link): the buffers of packets read
+	// from the TUN and waiting in path queues, which are many.
+	smallSize = 2048
+	// largeSize holds the largest packet the TUN can coalesce (GRO) on
+	// write: the buffers of packets on their way into the TUN, and of
+	// reads when the TUN's MTU exceeds a small buffer.
+	largeSize = headroom + 65535
 )
 
 // buffer holds one packet at b[headroom:headroom+n].
 type buffer struct {
-	b [bufSize]byte
+	b []byte
 }
 
-var buffers = sync.Pool{New: func() any { return new(buffer) }}
+var (
+	smallBuffers = sync.Pool{New: func() any { return &buffer{b: make([]byte, smallSize)} }}
+	largeBuffers = sync.Pool{New: func() any { return &buffer{b: make([]byte, largeSize)} }}
+)
 
-func getBuffer() *buffer  { return buffers.Get().(*buffer) }
-func putBuffer(b *buffer) { buffers.Put(b) }
+// getBuffer returns a buffer that holds a packet of n bytes.
+func getBuffer(n int) *buffer {
+	if headroom+n <= smallSize {
+		return smallBuffers.Get().(*buffer)
+	}
+	return largeBuffers.Get().(*buffer)
+}
+
+// getLarge returns a buffer the TUN can coalesce packets into.
+func getLarge() *buffer { return largeBuffers.Get().(*buffer) }
+
+func putBuffer(b *buffer) {
+	if len(b.b) == smallSize {
+		smallBuffers.Put(b)
+	} else {
+		largeBuffers.Put(b)
+	}
+}
 
 // packetRef is a packet in a pooled buffer, passed by value through the
 // queues: whoever receives it owns the buffer and returns it to the pool.

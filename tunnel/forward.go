@@ -27,12 +27,20 @@ import (
 // are dropped and counted. It returns when the device fails or is closed.
 func readTUN(dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) error {
 	batch := max(dev.BatchSize(), 1)
+	mtu, err := dev.MTU()
+	if err != nil {
+		return err
+	}
+	// Room for a packet of the device's MTU, or of any MTU followMTU may
+	// set later (a path's datagrams stay below a small buffer), whichever
+	// is larger.
+	mtu = max(mtu, smallSize-headroom)
 	refs := make([]*buffer, batch)
 	bufs := make([][]byte, batch)
 	sizes := make([]int, batch)
 	for i := range refs {
-		refs[i] = getBuffer()
-		bufs[i] = refs[i].b[:]
+		refs[i] = getBuffer(mtu)
+		bufs[i] = refs[i].b
 	}
 	defer func() {
 		for _, b := range refs {
@@ -43,8 +51,8 @@ func readTUN(dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) 
 		n, err := dev.Read(bufs, sizes, headroom)
 		for i := 0; i < n; i++ {
 			p := packetRef{buf: refs[i], n: sizes[i]}
-			refs[i] = getBuffer()
-			bufs[i] = refs[i].b[:]
+			refs[i] = getBuffer(mtu)
+			bufs[i] = refs[i].b
 			c.TunRxPackets.Add(1)
 			info, err := packet.Parse(p.packet())
 			if err != nil {
@@ -114,7 +122,7 @@ func forward(ctx context.Context, s *session, p packetRef, info *packet.Info, w 
 	if !from.IsValid() {
 		return
 	}
-	out := getBuffer()
+	out := getBuffer(packet.MaxTooBigLen)
 	n, err := packet.TooBig(out.b[headroom:], p.packet(), mtu, from)
 	if err != nil {
 		putBuffer(out)

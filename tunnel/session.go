@@ -137,7 +137,7 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 		i := s.picks[k]
 		ref := p
 		if k > 0 { // another copy, for redundancy
-			ref = packetRef{buf: getBuffer(), n: p.n}
+			ref = packetRef{buf: getBuffer(p.n), n: p.n}
 			copy(ref.datagram(), p.datagram())
 		}
 		select {

@@ -51,8 +51,9 @@ func (w *tunWriter) tryWrite(p packetRef) bool {
 }
 
 // writeCopy copies pkt into a pooled buffer and hands it to the writer.
+// The buffer is a large one, so the TUN can coalesce what follows into it.
 func (w *tunWriter) writeCopy(ctx context.Context, pkt []byte) {
-	buf := getBuffer()
+	buf := getLarge()
 	n := copy(buf.b[headroom:], pkt)
 	w.write(ctx, packetRef{buf: buf, n: n})
 }
