@@ -118,7 +118,11 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 		Size: p.n,
 	}, s.states)
 	if len(s.picks) == 0 {
-		c.DropNoPath.Add(1)
+		if anyUp(s.states) {
+			c.DropQueueFull.Add(1) // the live paths' queues are full
+		} else {
+			c.DropNoPath.Add(1)
+		}
 		putBuffer(p.buf)
 		return noPath, 0
 	}
@@ -152,6 +156,15 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 		return queueFull, 0
 	}
 	return sent, 0
+}
+
+func anyUp(states []scheduler.PathState) bool {
+	for _, st := range states {
+		if st.Up {
+			return true
+		}
+	}
+	return false
 }
 
 // minMTU is the smallest MTU among the session's live links, or 0.
