@@ -23,9 +23,10 @@ func (a *aggregate) Pick(dst []int, _ Packet, paths []PathState) []int {
 		a.reset(len(paths))
 	}
 	best, total := -1, 0.0
+	metered := meteredAllowed(paths)
 	for i := range paths {
 		s := &paths[i]
-		if !s.usable() {
+		if !s.usable(metered) {
 			continue
 		}
 		w := s.weight()

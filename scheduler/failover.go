@@ -7,9 +7,10 @@ type failover struct{}
 
 func (failover) Pick(dst []int, p Packet, paths []PathState) []int {
 	best, bestScore := -1, uint64(0)
+	metered := meteredAllowed(paths)
 	for i := range paths {
 		s := &paths[i]
-		if !s.usable() {
+		if !s.usable(metered) {
 			continue
 		}
 		score := rendezvous(p.Flow, i)

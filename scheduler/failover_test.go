@@ -91,3 +91,36 @@ func TestFailoverSticky(t *testing.T) {
 		}
 	}
 }
+
+// TestMeteredLast: a metered path carries traffic only when no unmetered
+// path is up, in failover and in aggregate, whatever the priorities, and
+// never because an unmetered path is merely full.
+func TestMeteredLast(t *testing.T) {
+	wifi := PathState{Up: true, Priority: 1, Weight: 1, QueueCap: 8}
+	lte := PathState{Up: true, Priority: 0, Weight: 1, QueueCap: 8, Metered: true}
+	full := wifi
+	full.Queued = full.QueueCap
+	down := wifi
+	down.Up = false
+	tests := []struct {
+		name  string
+		paths []PathState
+		want  []int
+	}{
+		{"wifi up: metered unused despite its better priority", []PathState{wifi, lte}, []int{0}},
+		{"wifi full: drop rather than spend", []PathState{full, lte}, []int{}},
+		{"wifi down: metered carries", []PathState{down, lte}, []int{1}},
+	}
+	for _, mode := range []Mode{Failover, Aggregate} {
+		for _, tt := range tests {
+			s, _ := New(mode)
+			for range 10 {
+				got := s.Pick(nil, Packet{Flow: 7}, tt.paths)
+				if len(got) != len(tt.want) || len(got) == 1 && got[0] != tt.want[0] {
+					t.Errorf("%s, %s: Pick = %v, want %v", mode, tt.name, got, tt.want)
+					break
+				}
+			}
+		}
+	}
+}

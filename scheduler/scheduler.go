@@ -6,7 +6,10 @@
 // one [Packet]; every decision is a function of that snapshot, the packet
 // and the scheduler's own small state, and allocates nothing.
 //
-// A path is usable when it is Up and its send queue is not full. The modes:
+// A path is usable when it is Up and its send queue is not full. A
+// Metered path (a 4G data plan) is usable only while no unmetered path is
+// Up: it carries traffic when it is the only way through, never merely
+// because an unmetered path is busy. The modes:
 //
 //   - [Failover]: paths are grouped in tiers by Priority (lower preferred).
 //     The best tier with a usable path carries all traffic; a lower tier
@@ -37,12 +40,25 @@ type PathState struct {
 	RTT      time.Duration // smoothed RTT, 0 if unknown
 	Queued   int           // packets waiting in this path's send queue
 	QueueCap int           // capacity of that queue; Queued >= QueueCap means full; 0 means unbounded
+	Metered  bool          // costs money per byte: used only when no unmetered path is up
 }
 
-// usable reports whether the path can take a packet now: it is up and its
-// queue is not full.
-func (s *PathState) usable() bool {
-	return s.Up && (s.QueueCap <= 0 || s.Queued < s.QueueCap)
+// usable reports whether the path can take a packet now: it is up, its
+// queue is not full, and it is unmetered or allowed to be used (metered
+// is true when no unmetered path is up).
+func (s *PathState) usable(metered bool) bool {
+	return s.Up && (s.QueueCap <= 0 || s.Queued < s.QueueCap) && (!s.Metered || metered)
+}
+
+// meteredAllowed reports whether metered paths may carry traffic: only
+// when no unmetered path is up.
+func meteredAllowed(paths []PathState) bool {
+	for i := range paths {
+		if paths[i].Up && !paths[i].Metered {
+			return false
+		}
+	}
+	return true
 }
 
 // maxWeight bounds weights so that sums of them stay finite.

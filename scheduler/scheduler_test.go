@@ -48,7 +48,7 @@ func TestUsable(t *testing.T) {
 		{PathState{Up: true, Queued: 100}, true}, // QueueCap 0: unbounded
 	}
 	for _, tt := range tests {
-		if got := tt.s.usable(); got != tt.want {
+		if got := tt.s.usable(false); got != tt.want {
 			t.Errorf("%+v usable = %v, want %v", tt.s, got, tt.want)
 		}
 	}

@@ -50,6 +50,7 @@ type harness struct {
 	client     *Client
 	clientStop func()
 	linkEvents chan transport.LinkEvent
+	metered    map[int]bool // paths of the next client that are metered
 }
 
 func newHarness(t *testing.T) *harness {
@@ -156,6 +157,7 @@ func (h *harness) startClient(dev tun.Device, mode scheduler.Mode, n int) {
 		p := h.proxies[i]
 		uplinks = append(uplinks, Uplink{
 			Name: []string{"wifi", "lte", "dsl"}[i], Interface: []string{"wlan0", "wwan0", "eth0"}[i], Priority: i, Weight: 1,
+			Metered: h.metered[i],
 			Resolve: func() (transport.DialConfig, error) {
 				return transport.DialConfig{Remote: p.Addr(), Source: netip.MustParseAddr("127.0.0.1"), TLS: tlsConf}, nil
 			},
@@ -661,4 +663,27 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}()
 	// quic-go and netstack end their goroutines asynchronously after Close.
 	waitFor(t, "goroutines to end", 10*time.Second, func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// TestIdleMeteredPathProbedRarely: a metered standby path costs a few
+// packets a second, not the fast probes of an unmetered one, and takes
+// over at once when the unmetered path dies.
+func TestIdleMeteredPathProbedRarely(t *testing.T) {
+	h := newHarness(t)
+	server := h.netstackConcentrator()
+	h.metered = map[int]bool{1: true}
+	client := h.netstackClient(scheduler.Failover, 2)
+	waitFor(t, "paths up", 10*time.Second, h.pathsUp(2))
+	wifi0, lte0 := h.proxies[0].Forwarded.Load(), h.proxies[1].Forwarded.Load()
+	time.Sleep(3 * time.Second) // the interval measured
+	wifi, lte := h.proxies[0].Forwarded.Load()-wifi0, h.proxies[1].Forwarded.Load()-lte0
+	t.Logf("packets in 3 s while idle: unmetered %d, metered %d", wifi, lte)
+	if lte*5 > wifi {
+		t.Errorf("idle metered path exchanged %d packets in 3 s, unmetered %d: want far fewer", lte, wifi)
+	}
+	h.proxies[0].Set(proxy.Impairment{Cut: true})
+	transfer(t, client, server, 1<<20, nil)
+	if st := h.client.Status(); st.Paths[1].TxPackets == 0 {
+		t.Error("the metered path did not take over")
+	}
 }

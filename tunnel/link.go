@@ -39,6 +39,11 @@ const (
 	// of 8 bytes (about 60 bytes on the wire) a second per path, so that a
 	// silent path is noticed within a few hundred milliseconds.
 	probeInterval = 50 * time.Millisecond
+	// meteredIdleProbe is how often an idle metered path is probed: a
+	// metered path is a standby while an unmetered one is up, and probing
+	// it at probeInterval would cost a data plan some 400 MB a day; at
+	// this rate it costs a few hundred bytes a second.
+	meteredIdleProbe = 2 * time.Second
 	// reportInterval is how often each side reports what it received.
 	reportInterval = time.Second
 	// minDeadAfter is the shortest silence that declares a path dead.
@@ -68,6 +73,11 @@ type link struct {
 	// receiver nor the ticker ever blocks on a full QUIC send queue.
 	probes chan [transport.HeaderLen]byte
 	dead   atomic.Bool // set when run ends: out of the scheduler's choice
+	// probeEvery is the current probe interval (nanoseconds); graceUntil
+	// (monotime) keeps a path that just went from slow to fast probing
+	// alive until the fast probes have had their chance.
+	probeEvery atomic.Int64
+	graceUntil atomic.Int64
 	// carrierDown, if set, says the uplink's interface has lost carrier:
 	// the kernel told us, so the path is out of use before probes miss.
 	carrierDown *atomic.Bool
@@ -96,6 +106,11 @@ func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, 
 		probes:   make(chan [transport.HeaderLen]byte, probeQueueLen),
 	}
 	l.lastRecv.Store(monotime())
+	l.probeEvery.Store(int64(probeInterval))
+	if hello.Metered && !probe {
+		// The client probes an idle metered path slowly: judge it by that.
+		l.probeEvery.Store(int64(meteredIdleProbe))
+	}
 	l.refresh()
 	return l
 }
@@ -104,7 +119,7 @@ func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, 
 // four probe intervals plus twice the RTT, so a probe and its echo have
 // had four chances; the RTT includes the queueing delay of a loaded path.
 func (l *link) deadAfter() int64 {
-	return max(int64(minDeadAfter), int64(4*probeInterval)+2*l.rtt.Load())
+	return max(int64(minDeadAfter), 4*l.probeEvery.Load()+2*l.rtt.Load())
 }
 
 // alive says whether the path has been heard from recently enough.
@@ -112,7 +127,7 @@ func (l *link) alive(now int64) bool {
 	if l.dead.Load() || l.carrierDown != nil && l.carrierDown.Load() {
 		return false
 	}
-	return now-l.lastRecv.Load() < l.deadAfter()
+	return now-l.lastRecv.Load() < l.deadAfter() || now < l.graceUntil.Load()
 }
 
 // state is the scheduler's view of the link.
@@ -263,18 +278,30 @@ func (l *link) controlReader(ctx context.Context) error {
 
 // ticker sends probes and reports and refreshes RTT and MTU.
 func (l *link) ticker(ctx context.Context) error {
-	probes := time.NewTicker(probeInterval)
-	defer probes.Stop()
-	reports := time.NewTicker(reportInterval)
+	ticks := time.NewTicker(probeInterval)
+	defer ticks.Stop()
+	every := reportInterval
+	if l.hello.Metered {
+		every = meteredIdleProbe // reports are not worth a data plan's bytes
+	}
+	reports := time.NewTicker(every)
 	defer reports.Stop()
-	var seq uint64
+	var seq, lastTx uint64
+	var lastProbe int64
 	for {
 		select {
-		case <-probes.C:
+		case <-ticks.C:
 			l.refresh()
-			if l.probe {
+			if !l.probe {
+				continue
+			}
+			now, tx := monotime(), l.txPackets.Load()
+			l.setProbeInterval(now, tx == lastTx)
+			lastTx = tx
+			if now-lastProbe >= l.probeEvery.Load() {
 				seq++
 				l.queueProbe(transport.KindProbe, seq)
+				lastProbe = now
 			}
 		case <-reports.C:
 			r := &transport.Report{RxPackets: l.rxPackets.Load(), RxBytes: l.rxBytes.Load(), HighestSeq: l.highestSeq.Load()}
@@ -284,6 +311,19 @@ func (l *link) ticker(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
+	}
+}
+
+// setProbeInterval probes an idle metered path slowly and any other path
+// fast. A path that starts carrying data is probed fast at once, and kept
+// alive until the fast probes had their four chances.
+func (l *link) setProbeInterval(now int64, idle bool) {
+	every := int64(probeInterval)
+	if idle && l.hello.Metered {
+		every = int64(meteredIdleProbe)
+	}
+	if old := l.probeEvery.Swap(every); old > every {
+		l.graceUntil.Store(now + 4*every + 2*l.rtt.Load())
 	}
 }
 
