@@ -237,17 +237,10 @@ const mtuCheckInterval = time.Second
 // full-size inner packet that exactly fills a datagram also lets the
 // paths batch their sends.
 func (c *Client) followMTU(ctx context.Context) {
-	t := time.NewTicker(mtuCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
+	every(ctx, mtuCheckInterval, func() {
 		m := c.sess.minMTU()
 		if m < minInnerMTU {
-			continue
+			return
 		}
 		c.mu.Lock()
 		if c.welcome != nil && m != c.mtu && c.opts.Configure != nil {
@@ -259,7 +252,7 @@ func (c *Client) followMTU(ctx context.Context) {
 			}
 		}
 		c.mu.Unlock()
-	}
+	})
 }
 
 // minInnerMTU is the smallest inner MTU braid sets: IPv6's minimum.

@@ -283,14 +283,7 @@ func (c *Concentrator) join(pr *peer, l *link) (*session, error) {
 
 // reap ends sessions that have had no path for the grace period.
 func (c *Concentrator) reap(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
+	every(ctx, time.Second, func() {
 		now := monotime()
 		for _, pr := range c.peers {
 			s := pr.sess.Load()
@@ -301,7 +294,7 @@ func (c *Concentrator) reap(ctx context.Context) {
 				c.expire(pr, s)
 			}
 		}
-	}
+	})
 }
 
 // expire ends session s of pr if it still has no link.

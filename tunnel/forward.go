@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/braid-tunnel/braid/tunnel/packet"
 	"golang.zx2c4.com/wireguard/tun"
@@ -82,6 +83,20 @@ func readUntilDone(ctx context.Context, dev tun.Device, c *Counters, handle func
 		return nil
 	case err := <-readErr:
 		return fmt.Errorf("reading TUN: %w", err)
+	}
+}
+
+// every calls fn every interval until ctx is done.
+func every(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			fn()
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
