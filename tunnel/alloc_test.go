@@ -48,7 +48,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			forward(ctx, s, p, &info, w, gw, &c)
+			forward(s, p, &info, w, gw, &c)
 			for _, l := range []*link{a, b} {
 				select {
 				case q := <-l.queue:

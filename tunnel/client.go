@@ -117,7 +117,7 @@ func (c *Client) Run(ctx context.Context) error {
 	if c.opts.LinkEvents != nil {
 		wg.Go(func() { c.watchLinks(ctx) })
 	}
-	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound(ctx))
+	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound)
 	cancel()
 	c.opts.Device.Close()
 	wg.Wait()
@@ -296,10 +296,9 @@ func (c *Client) join(w *transport.Welcome, pathMTU int) error {
 	return nil
 }
 
-func (c *Client) outbound(ctx context.Context) func(packetRef, *packet.Info) {
-	return func(p packetRef, info *packet.Info) {
-		forward(ctx, c.sess, p, info, c.writer, c.gw.Load(), &c.counters)
-	}
+// outbound sends a packet read from the TUN through the session.
+func (c *Client) outbound(p packetRef, info *packet.Info) {
+	forward(c.sess, p, info, c.writer, c.gw.Load(), &c.counters)
 }
 
 // deliver writes a data packet from the concentrator to the TUN.

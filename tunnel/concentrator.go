@@ -191,7 +191,7 @@ func (c *Concentrator) Run(ctx context.Context) error {
 	wg.Go(func() { c.writer.run(ctx) })
 	wg.Go(func() { c.accept(ctx, &wg) })
 	wg.Go(func() { c.reap(ctx) })
-	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound(ctx))
+	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound)
 	cancel()
 	c.ln.Close()
 	c.opts.Device.Close()
@@ -319,22 +319,22 @@ func (c *Concentrator) lookup(dst netip.Addr) *peer {
 	return nil
 }
 
-func (c *Concentrator) outbound(ctx context.Context) func(packetRef, *packet.Info) {
-	return func(p packetRef, info *packet.Info) {
-		pr := c.lookup(info.Dst)
-		if pr == nil {
-			c.counters.DropNoRoute.Add(1)
-			putBuffer(p.buf)
-			return
-		}
-		s := pr.sess.Load()
-		if s == nil {
-			c.counters.DropNoPath.Add(1)
-			putBuffer(p.buf)
-			return
-		}
-		forward(ctx, s, p, info, c.writer, &c.gw, &c.counters)
+// outbound sends a packet read from the TUN to the client that owns its
+// destination.
+func (c *Concentrator) outbound(p packetRef, info *packet.Info) {
+	pr := c.lookup(info.Dst)
+	if pr == nil {
+		c.counters.DropNoRoute.Add(1)
+		putBuffer(p.buf)
+		return
 	}
+	s := pr.sess.Load()
+	if s == nil {
+		c.counters.DropNoPath.Add(1)
+		putBuffer(p.buf)
+		return
+	}
+	forward(s, p, info, c.writer, &c.gw, &c.counters)
 }
 
 // peerEndpoint receives the data of one client's links.

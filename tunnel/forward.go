@@ -124,7 +124,7 @@ func (g *gateways) for6(v6 bool) netip.Addr {
 // forward sends one parsed packet through session s. A packet too big for
 // the chosen path is answered with an ICMP error, so it never disappears
 // silently (RFC 1191, RFC 8201).
-func forward(ctx context.Context, s *session, p packetRef, info *packet.Info, w *tunWriter, gw *gateways, c *Counters) {
+func forward(s *session, p packetRef, info *packet.Info, w *tunWriter, gw *gateways, c *Counters) {
 	if info.Proto == 6 && info.TCPFlags&tcpSYN != 0 {
 		clampMSS(s, p, info, c)
 	}

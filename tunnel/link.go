@@ -280,11 +280,11 @@ func (l *link) controlReader(ctx context.Context) error {
 func (l *link) ticker(ctx context.Context) error {
 	ticks := time.NewTicker(probeInterval)
 	defer ticks.Stop()
-	every := reportInterval
+	reportEvery := reportInterval
 	if l.hello.Metered {
-		every = meteredIdleProbe // reports are not worth a data plan's bytes
+		reportEvery = meteredIdleProbe // reports are not worth a data plan's bytes
 	}
-	reports := time.NewTicker(every)
+	reports := time.NewTicker(reportEvery)
 	defer reports.Stop()
 	var seq, lastTx uint64
 	var lastProbe int64
