@@ -79,6 +79,7 @@ type Stats struct {
 	BytesReceived uint64
 	PacketsSent   uint64
 	PacketsLost   uint64
+	PacketsRecvd  uint64
 }
 
 // Path is one QUIC connection over one uplink, with its control stream.
@@ -150,6 +151,7 @@ func (p *Path) Stats() Stats {
 		BytesReceived: s.BytesReceived,
 		PacketsSent:   s.PacketsSent,
 		PacketsLost:   s.PacketsLost,
+		PacketsRecvd:  s.PacketsReceived,
 	}
 }
 
@@ -196,14 +198,15 @@ func Dial(ctx context.Context, cfg DialConfig, hello *Hello) (*Path, *Welcome, e
 	if err != nil {
 		return nil, nil, err
 	}
-	tr := &quic.Transport{Conn: udp, ConnectionIDLength: connectionIDLength}
+	pc := batching(udp)
+	tr := &quic.Transport{Conn: pc, ConnectionIDLength: connectionIDLength}
 	conn, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(cfg.Remote), cfg.TLS, quicConfig())
 	if err != nil {
 		tr.Close()
-		udp.Close()
+		pc.Close()
 		return nil, nil, err
 	}
-	p := &Path{conn: conn, tr: tr, udp: udp}
+	p := &Path{conn: conn, tr: tr, udp: pc}
 	w, err := p.clientHandshake(ctx, hello)
 	if err != nil {
 		p.Close("handshake failed")
@@ -252,8 +255,9 @@ func rawCerts(s tls.ConnectionState) [][]byte {
 
 // Listener accepts paths on the concentrator.
 type Listener struct {
-	tr *quic.Transport
-	ln *quic.Listener
+	tr      *quic.Transport
+	ln      *quic.Listener
+	batcher net.PacketConn // the batching wrapper of a UDP socket, or nil
 }
 
 // Listen accepts paths on pc, authenticating clients with tlsConf.
@@ -264,6 +268,11 @@ type Listener struct {
 func Listen(pc net.PacketConn, tlsConf *tls.Config, resetSecret []byte) (*Listener, error) {
 	limiter := rate.NewLimiter(handshakesPerSecond, handshakesPerSecond)
 	resetKey := quic.StatelessResetKey(sha256.Sum256(append([]byte("braid stateless reset\x00"), resetSecret...)))
+	var batcher net.PacketConn
+	if udp, ok := pc.(*net.UDPConn); ok {
+		batcher = batching(udp)
+		pc = batcher
+	}
 	tr := &quic.Transport{
 		Conn:                pc,
 		ConnectionIDLength:  connectionIDLength,
@@ -272,9 +281,12 @@ func Listen(pc net.PacketConn, tlsConf *tls.Config, resetSecret []byte) (*Listen
 	}
 	ln, err := tr.Listen(tlsConf, quicConfig())
 	if err != nil {
+		if batcher != nil {
+			batcher.Close()
+		}
 		return nil, err
 	}
-	return &Listener{tr: tr, ln: ln}, nil
+	return &Listener{tr: tr, ln: ln, batcher: batcher}, nil
 }
 
 // Accept returns the next authenticated connection. Its control stream is
@@ -317,7 +329,12 @@ func (p *Path) Handshake(ctx context.Context) (*Hello, error) {
 // Addr is the listener's UDP address.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
-// Close stops accepting and closes every connection.
+// Close stops accepting and closes every connection. A UDP socket given
+// to Listen is closed too (its batching writer must stop with it).
 func (l *Listener) Close() error {
-	return errors.Join(l.ln.Close(), l.tr.Close())
+	err := errors.Join(l.ln.Close(), l.tr.Close())
+	if l.batcher != nil {
+		err = errors.Join(err, l.batcher.Close())
+	}
+	return err
 }

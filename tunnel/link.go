@@ -31,6 +31,11 @@ const (
 	// into quic-go's own 32-datagram queue; a longer queue would only add
 	// delay under load.
 	sendQueueLen = 128
+	// maxQueueWait bounds how long the TUN reader waits for room when
+	// every live path's queue is full: a working path drains a full
+	// queue in well under this; one that stays full this long is stuck
+	// (silent until it is declared dead), and the packet is dropped.
+	maxQueueWait = 20 * time.Millisecond
 	// probeQueueLen bounds probes and echoes waiting for the sender; one
 	// is sent every probe interval, so more waiting means the path is
 	// saturated and a late echo says nothing new: it is dropped.
@@ -68,7 +73,8 @@ type link struct {
 	counters *Counters
 	log      *slog.Logger
 
-	queue chan packetRef
+	queue   chan packetRef
+	stopped chan struct{} // closed when run ends: nobody drains queue
 	// probes carries probes and probe echoes to the sender, so neither the
 	// receiver nor the ticker ever blocks on a full QUIC send queue.
 	probes chan [transport.HeaderLen]byte
@@ -103,6 +109,7 @@ func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, 
 		counters: c,
 		log:      log.With("path", name),
 		queue:    make(chan packetRef, sendQueueLen),
+		stopped:  make(chan struct{}),
 		probes:   make(chan [transport.HeaderLen]byte, probeQueueLen),
 	}
 	l.lastRecv.Store(monotime())
@@ -170,6 +177,7 @@ func (l *link) run(ctx context.Context, ep endpoint) error {
 		cancel(l.path.Err())
 	}
 	l.dead.Store(true)
+	close(l.stopped)
 	l.path.Close("path closed")
 	wg.Wait()
 	l.drain()
@@ -185,6 +193,27 @@ func (l *link) drain() {
 			return
 		}
 	}
+}
+
+// enqueueWait queues p, waiting while the queue is full, but no longer
+// than maxQueueWait or the link's end. It reports whether p was queued;
+// if not, p is freed. t is the caller's timer, stopped.
+func (l *link) enqueueWait(p packetRef, t *time.Timer) bool {
+	select {
+	case l.queue <- p:
+		return true
+	default:
+	}
+	t.Reset(maxQueueWait)
+	defer t.Stop()
+	select {
+	case l.queue <- p:
+		return true
+	case <-l.stopped:
+	case <-t.C:
+	}
+	putBuffer(p.buf)
+	return false
 }
 
 // sender owns Path.Send for data and probes.
@@ -341,12 +370,14 @@ type PathStatus struct {
 	RxPackets  uint64        `json:"rx_packets"`
 	RxBytes    uint64        `json:"rx_bytes"`
 	QUICLost   uint64        `json:"quic_packets_lost"`
+	QUICRecvd  uint64        `json:"quic_packets_received"`
 	PeerRx     uint64        `json:"peer_rx_packets"` // what the peer says it received on this path
 	SilenceFor time.Duration `json:"silence_ns"`
 }
 
 func (l *link) status() PathStatus {
 	now := monotime()
+	qs := l.path.Stats()
 	st := PathStatus{
 		Name:       l.name,
 		State:      "down",
@@ -359,7 +390,8 @@ func (l *link) status() PathStatus {
 		TxBytes:    l.txBytes.Load(),
 		RxPackets:  l.rxPackets.Load(),
 		RxBytes:    l.rxBytes.Load(),
-		QUICLost:   l.path.Stats().PacketsLost,
+		QUICLost:   qs.PacketsLost,
+		QUICRecvd:  qs.PacketsRecvd,
 		SilenceFor: time.Duration(now - l.lastRecv.Load()),
 	}
 	if l.alive(now) {

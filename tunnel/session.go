@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/braid-tunnel/braid/scheduler"
 	"github.com/braid-tunnel/braid/transport"
@@ -30,6 +31,7 @@ type session struct {
 	seq    uint64
 	states []scheduler.PathState
 	picks  []int
+	timer  *time.Timer // bounds a wait for queue room (enqueueWait)
 }
 
 func newSession(id uint64, mode scheduler.Mode) (*session, error) {
@@ -37,7 +39,8 @@ func newSession(id uint64, mode scheduler.Mode) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &session{id: id, sched: sched}
+	s := &session{id: id, sched: sched, timer: time.NewTimer(time.Hour)}
+	s.timer.Stop()
 	s.links.Store(&[]*link{})
 	s.emptySince.Store(monotime())
 	return s, nil
@@ -113,16 +116,23 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 	for _, l := range links {
 		s.states = append(s.states, l.state(now))
 	}
-	s.picks = s.sched.Pick(s.picks[:0], scheduler.Packet{
-		Flow: packet.FlowHash(info, 0),
-		Size: p.n,
-	}, s.states)
-	if len(s.picks) == 0 {
-		if anyUp(s.states) {
-			c.DropQueueFull.Add(1) // the live paths' queues are full
-		} else {
-			c.DropNoPath.Add(1)
+	pk := scheduler.Packet{Flow: packet.FlowHash(info, 0), Size: p.n}
+	s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
+	wait := false
+	if len(s.picks) == 0 && anyUp(s.states) {
+		// Every live path's queue is full. Rather than drop, wait for
+		// room on the path the packet would take: the TUN reader stops
+		// reading meanwhile and the kernel holds the packets, as
+		// wireguard-go's reader does, so the inner TCP sees delay where
+		// it would otherwise see braid's loss.
+		for i := range s.states {
+			s.states[i].QueueCap = 0
 		}
+		s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
+		wait = true
+	}
+	if len(s.picks) == 0 {
+		c.DropNoPath.Add(1)
 		putBuffer(p.buf)
 		return noPath, 0
 	}
@@ -143,6 +153,10 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 		if k > 0 { // another copy, for redundancy
 			ref = packetRef{buf: getBuffer(p.n), n: p.n}
 			copy(ref.datagram(), p.datagram())
+		}
+		if k == 0 && wait {
+			queued = links[i].enqueueWait(ref, s.timer)
+			continue
 		}
 		select {
 		case links[i].queue <- ref:

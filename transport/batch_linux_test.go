@@ -1,0 +1,163 @@
+package transport
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/net/ipv4"
+)
+
+func TestBatchMessagesCoalesceRuns(t *testing.T) {
+	a := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
+	a2 := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} // equal, another pointer
+	b := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 1}
+	ecn := []byte("not-a-real-cmsg!")
+	batch := newSendBatch()
+	for _, p := range []struct {
+		n    int
+		oob  []byte
+		addr *net.UDPAddr
+	}{
+		{1200, nil, a}, {1200, nil, a2}, {1200, nil, a}, {800, nil, a}, // one GSO message, short last
+		{1200, nil, a},                 // after a short one: a new message
+		{1200, nil, b}, {1200, nil, b}, // another address
+		{1200, ecn, b},                                 // other control messages
+		{1000, nil, a}, {1200, nil, a}, {1000, nil, a}, // a longer one cannot follow
+	} {
+		batch.add(bytes.Repeat([]byte{byte(len(batch.pkts))}, p.n), p.oob, p.addr)
+	}
+	type msg struct{ len, seg int }
+	want := []msg{{4400, 1200}, {1200, 0}, {2400, 1200}, {1200, 0}, {1000, 0}, {2200, 1200}}
+	var got []msg
+	for _, m := range batch.messages(true) {
+		_, seg := stripSegmentSize(m.OOB)
+		got = append(got, msg{len(m.Buffers[0]), seg})
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("GSO messages = %v, want %v", got, want)
+	}
+	if n := len(batch.messages(false)); n != len(batch.pkts) {
+		t.Errorf("without GSO: %d messages for %d packets", n, len(batch.pkts))
+	}
+}
+
+func TestSegmentSizeRoundTrip(t *testing.T) {
+	oob := []byte{}
+	oob = appendSegmentSize(oob, 1337)
+	rest, seg := stripSegmentSize(oob)
+	if seg != 1337 || len(rest) != 0 {
+		t.Fatalf("stripSegmentSize = %d, %d bytes left; want 1337, 0", seg, len(rest))
+	}
+	if _, seg := stripSegmentSize([]byte{1, 2, 3}); seg != 0 {
+		t.Fatalf("garbage: segment size %d", seg)
+	}
+}
+
+// loopbackPair returns a batching sender and a batching receiver on
+// loopback, the receiver with a large buffer so nothing is lost.
+func loopbackPair(t *testing.T) (*batchConn, *batchConn) {
+	t.Helper()
+	open := func() *batchConn {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadBuffer(8 << 20)
+		bc := newBatchConn(c)
+		t.Cleanup(func() { bc.Close() })
+		return bc
+	}
+	return open(), open()
+}
+
+// readAll reads n packets through ReadBatch, as quic-go does.
+func readAll(t *testing.T, c *batchConn, n int) [][]byte {
+	t.Helper()
+	ms := make([]ipv4.Message, 8)
+	for i := range ms {
+		ms[i].Buffers = [][]byte{make([]byte, 1500)}
+		ms[i].OOB = make([]byte, 128)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var got [][]byte
+	for len(got) < n {
+		k, err := c.ReadBatch(ms, 0)
+		if err != nil {
+			t.Fatalf("after %d of %d packets: %v", len(got), n, err)
+		}
+		for _, m := range ms[:k] {
+			got = append(got, bytes.Clone(m.Buffers[0][:m.N]))
+		}
+	}
+	return got
+}
+
+// TestBatchConnDelivers sends a burst of packets of mixed sizes and checks
+// that they all arrive, in order and intact, and that they left in far
+// fewer system calls than packets (the point of batchConn: this fails if
+// batching stops).
+func TestBatchConnDelivers(t *testing.T) {
+	tx, rx := loopbackPair(t)
+	dst := rx.LocalAddr().(*net.UDPAddr)
+	const n = 1000
+	var sent [][]byte
+	for i := range n {
+		size := 1200
+		if i%7 == 6 {
+			size = 100 + i%500 // ACK-sized packets between full ones
+		}
+		p := bytes.Repeat([]byte{byte(i), byte(i >> 8)}, size/2)
+		sent = append(sent, p)
+		if _, _, err := tx.WriteMsgUDP(p, nil, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := readAll(t, rx, n)
+	for i := range sent {
+		if !bytes.Equal(got[i], sent[i]) {
+			t.Fatalf("packet %d: got %d bytes, want %d (reordered or damaged)", i, len(got[i]), len(sent[i]))
+		}
+	}
+	calls, pkts := tx.sendCalls.Load(), tx.sentPackets.Load()
+	t.Logf("%d packets in %d sendmmsg calls", pkts, calls)
+	if pkts != n || calls > n/4 {
+		t.Errorf("%d packets in %d sendmmsg calls: not batched", pkts, calls)
+	}
+}
+
+// TestBatchConnSplitsGSOWrites checks that a GSO write from quic-go
+// (UDP_SEGMENT control message) arrives as its separate packets.
+func TestBatchConnSplitsGSOWrites(t *testing.T) {
+	tx, rx := loopbackPair(t)
+	dst := rx.LocalAddr().(*net.UDPAddr)
+	b := append(bytes.Repeat([]byte{1}, 1000), bytes.Repeat([]byte{2}, 1000)...)
+	b = append(b, bytes.Repeat([]byte{3}, 300)...)
+	if n, _, err := tx.WriteMsgUDP(b, appendSegmentSize(nil, 1000), dst); err != nil || n != len(b) {
+		t.Fatalf("WriteMsgUDP = %d, %v", n, err)
+	}
+	got := readAll(t, rx, 3)
+	for i, want := range []int{1000, 1000, 300} {
+		if len(got[i]) != want || got[i][0] != byte(i+1) {
+			t.Errorf("packet %d: %d bytes of %d, want %d bytes of %d", i, len(got[i]), got[i][0], want, i+1)
+		}
+	}
+}
+
+func TestBatchConnCloseStopsWriter(t *testing.T) {
+	tx, rx := loopbackPair(t)
+	if _, err := tx.WriteTo([]byte("last words"), rx.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, rx, 1); string(got[0]) != "last words" {
+		t.Errorf("got %q: a packet queued before Close was not sent", got[0])
+	}
+	if _, err := tx.WriteTo([]byte("x"), rx.LocalAddr()); err == nil {
+		t.Error("write after Close succeeded")
+	}
+}

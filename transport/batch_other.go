@@ -1,0 +1,9 @@
+//go:build !linux
+
+package transport
+
+import "net"
+
+// batching returns c as is: write batching and receive coalescing are
+// Linux only (sendmmsg, UDP GSO and GRO).
+func batching(c *net.UDPConn) net.PacketConn { return c }
