@@ -52,11 +52,21 @@ type Report struct {
 	HighestSeq uint64 `json:"highest_seq"`
 }
 
+// Paths is sent by the client, on every path that works, whenever one of
+// its paths goes down or comes back: the concentrator stops sending on
+// the ones listed at once, rather than after they fell silent for long
+// enough to be declared dead, and resends what it had in flight on them.
+// The list is complete each time, so the latest message wins.
+type Paths struct {
+	Down []string `json:"down"` // uplink names
+}
+
 // Message is one control message; exactly one field is set.
 type Message struct {
 	Hello   *Hello   `json:"hello,omitempty"`
 	Welcome *Welcome `json:"welcome,omitempty"`
 	Report  *Report  `json:"report,omitempty"`
+	Paths   *Paths   `json:"paths,omitempty"`
 	Error   string   `json:"error,omitempty"`
 }
 
@@ -104,7 +114,7 @@ func ParseMessage(body []byte) (*Message, error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
 	}
 	set := 0
-	for _, ok := range []bool{m.Hello != nil, m.Welcome != nil, m.Report != nil, m.Error != ""} {
+	for _, ok := range []bool{m.Hello != nil, m.Welcome != nil, m.Report != nil, m.Paths != nil, m.Error != ""} {
 		if ok {
 			set++
 		}

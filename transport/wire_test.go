@@ -70,6 +70,7 @@ func TestControlRoundTrip(t *testing.T) {
 		{Hello: &Hello{Version: ProtocolVersion, Uplink: "wifi", Priority: 1, Weight: 2, Metered: true, Mode: "failover"}},
 		{Welcome: &Welcome{Session: 7, Name: "laptop", Addresses: []netip.Prefix{netip.MustParsePrefix("100.96.0.2/16")}, MTU: 1380}},
 		{Report: &Report{RxPackets: 10, RxBytes: 12000, HighestSeq: 99}},
+		{Paths: &Paths{Down: []string{"isp1", "lte"}}},
 		{Error: "unknown client"},
 	}
 	var buf bytes.Buffer

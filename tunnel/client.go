@@ -87,6 +87,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		opts.Logger = slog.Default()
 	}
 	sess, err := newSession(0, opts.Mode)
+	if sess != nil {
+		sess.announce = make(chan struct{}, 1)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -114,6 +117,8 @@ func (c *Client) Run(ctx context.Context) error {
 	if c.opts.MTU == 0 {
 		wg.Go(func() { c.followMTU(ctx) })
 	}
+	wg.Go(func() { every(ctx, probeInterval, func() { c.sess.failover(&c.counters) }) })
+	wg.Go(func() { c.sess.announcePaths(ctx, &c.counters) })
 	if c.opts.LinkEvents != nil {
 		wg.Go(func() { c.watchLinks(ctx) })
 	}
@@ -190,6 +195,9 @@ func (c *Client) watchLinks(ctx context.Context) {
 			}
 			c.carrierDown[u.Name].Store(!ev.Up)
 			c.log.Info("uplink interface changed", "path", u.Name, "interface", ev.Interface, "up", ev.Up)
+			if !ev.Up {
+				c.sess.failover(&c.counters) // at once, not at the next look
+			}
 			if ev.Up {
 				select {
 				case c.wake[u.Name] <- struct{}{}:

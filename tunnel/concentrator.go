@@ -191,6 +191,7 @@ func (c *Concentrator) Run(ctx context.Context) error {
 	wg.Go(func() { c.writer.run(ctx) })
 	wg.Go(func() { c.accept(ctx, &wg) })
 	wg.Go(func() { c.reap(ctx) })
+	wg.Go(func() { every(ctx, probeInterval, c.failover) })
 	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound)
 	cancel()
 	c.ln.Close()
@@ -279,6 +280,16 @@ func (c *Concentrator) join(pr *peer, l *link) (*session, error) {
 		old.path.Close("replaced by a new connection")
 	}
 	return s, nil
+}
+
+// failover resends what paths that went down had in flight, for sessions
+// whose inner flows have stopped sending (the TUN reader sees the others).
+func (c *Concentrator) failover() {
+	for _, pr := range c.peers {
+		if s := pr.sess.Load(); s != nil {
+			s.failover(&c.counters)
+		}
+	}
 }
 
 // reap ends sessions that have had no path for the grace period.

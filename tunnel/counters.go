@@ -19,6 +19,7 @@ type Counters struct {
 	DropSendFailed atomic.Uint64 // the path refused the datagram
 	ICMPSent       atomic.Uint64 // "too big" messages written to the TUN
 	MSSClamped     atomic.Uint64 // SYNs whose MSS we lowered
+	Resent         atomic.Uint64 // in flight on a path that died: sent again on another
 }
 
 // CounterSnapshot is a copy of Counters for status output.
@@ -28,6 +29,7 @@ type CounterSnapshot map[string]uint64
 func (c *Counters) Snapshot() CounterSnapshot {
 	return CounterSnapshot{
 		"tun_rx_packets":   c.TunRxPackets.Load(),
+		"resent":           c.Resent.Load(),
 		"tun_tx_packets":   c.TunTxPackets.Load(),
 		"drop_malformed":   c.DropMalformed.Load(),
 		"drop_no_path":     c.DropNoPath.Load(),

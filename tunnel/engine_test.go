@@ -687,3 +687,30 @@ func TestIdleMeteredPathProbedRarely(t *testing.T) {
 		t.Error("the metered path did not take over")
 	}
 }
+
+// TestConcentratorHearsOfDownPath: when the client loses an uplink, the
+// concentrator stops using that path at once because the client says so
+// on the other path, not after the path fell silent (here it never does:
+// its proxy keeps forwarding).
+func TestConcentratorHearsOfDownPath(t *testing.T) {
+	h := newHarness(t)
+	h.startConcentrator(tuntest.NewChannelTUN().TUN())
+	h.startClient(tuntest.NewChannelTUN().TUN(), scheduler.Failover, 2)
+	waitFor(t, "paths up", 10*time.Second, h.pathsUp(2))
+	concState := func(want string) func() bool {
+		return func() bool {
+			for _, c := range h.conc.Status().Clients {
+				for _, p := range c.Paths {
+					if p.Name == "wifi" {
+						return p.State == want
+					}
+				}
+			}
+			return false
+		}
+	}
+	h.linkEvents <- transport.LinkEvent{Interface: "wlan0", Up: false}
+	waitFor(t, "concentrator to take wifi out", 5*time.Second, concState("down"))
+	h.linkEvents <- transport.LinkEvent{Interface: "wlan0", Up: true}
+	waitFor(t, "concentrator to use wifi again", 5*time.Second, concState("up"))
+}

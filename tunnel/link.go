@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -75,6 +76,14 @@ type link struct {
 
 	queue   chan packetRef
 	stopped chan struct{} // closed when run ends: nobody drains queue
+	sent    inflight      // data recently sent, to resend if the path dies
+	// peerDown is set on the concentrator when the client said this path
+	// is down (transport.Paths); the client is the judge of its uplinks.
+	peerDown atomic.Bool
+	sess     atomic.Pointer[session] // the session the link joined
+	// wasUp is whether the path was up at the session's last look
+	// (under its sendMu); sent is resent when it goes down.
+	wasUp bool
 	// probes carries probes and probe echoes to the sender, so neither the
 	// receiver nor the ticker ever blocks on a full QUIC send queue.
 	probes chan [transport.HeaderLen]byte
@@ -129,9 +138,15 @@ func (l *link) deadAfter() int64 {
 	return max(int64(minDeadAfter), 4*l.probeEvery.Load()+2*l.rtt.Load())
 }
 
+// keepSent is how long a sent datagram is kept for a resend: until the
+// path would have been declared dead had it been lost, plus a round trip.
+func (l *link) keepSent() int64 {
+	return l.deadAfter() + l.rtt.Load()
+}
+
 // alive says whether the path has been heard from recently enough.
 func (l *link) alive(now int64) bool {
-	if l.dead.Load() || l.carrierDown != nil && l.carrierDown.Load() {
+	if l.dead.Load() || l.peerDown.Load() || l.carrierDown != nil && l.carrierDown.Load() {
 		return false
 	}
 	return now-l.lastRecv.Load() < l.deadAfter() || now < l.graceUntil.Load()
@@ -181,6 +196,7 @@ func (l *link) run(ctx context.Context, ep endpoint) error {
 	l.path.Close("path closed")
 	wg.Wait()
 	l.drain()
+	l.sent.trim(math.MaxInt64)
 	return context.Cause(ctx)
 }
 
@@ -235,7 +251,12 @@ func (l *link) sender(ctx context.Context) error {
 func (l *link) sendData(p packetRef) error {
 	err := l.path.Send(p.datagram())
 	n := p.n
-	putBuffer(p.buf)
+	if err == nil {
+		now := monotime()
+		l.sent.add(p, now, now-l.keepSent())
+	} else {
+		putBuffer(p.buf)
+	}
 	var tl *transport.DatagramTooLargeError
 	switch {
 	case err == nil:
@@ -299,6 +320,10 @@ func (l *link) controlReader(ctx context.Context) error {
 		switch {
 		case m.Report != nil:
 			l.peer.Store(m.Report)
+		case m.Paths != nil && !l.probe: // only a client tells of its paths
+			if s := l.sess.Load(); s != nil {
+				s.setPeerDown(m.Paths.Down)
+			}
 		case m.Error != "":
 			return errors.New("peer: " + m.Error)
 		}
@@ -321,10 +346,12 @@ func (l *link) ticker(ctx context.Context) error {
 		select {
 		case <-ticks.C:
 			l.refresh()
+			now := monotime()
+			l.sent.trim(now - l.keepSent())
 			if !l.probe {
 				continue
 			}
-			now, tx := monotime(), l.txPackets.Load()
+			tx := l.txPackets.Load()
 			l.setProbeInterval(now, tx == lastTx)
 			lastTx = tx
 			if now-lastProbe >= l.probeEvery.Load() {

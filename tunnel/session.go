@@ -1,7 +1,9 @@
 package tunnel
 
 import (
+	"context"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,11 +28,17 @@ type session struct {
 	rxMu   sync.Mutex // the duplicate filter is shared by all receivers
 	window scheduler.Window
 
-	// Owned by the goroutine that reads the TUN.
+	// announce, on the client, wakes announcePaths when a path went
+	// down or came back; capacity 1, the latest state is what is sent.
+	announce chan struct{}
+
+	// Held by the goroutine that reads the TUN, and by failover.
+	sendMu sync.Mutex
 	sched  scheduler.Scheduler
 	seq    uint64
 	states []scheduler.PathState
 	picks  []int
+	resent []packetRef
 	timer  *time.Timer // bounds a wait for queue room (enqueueWait)
 }
 
@@ -61,6 +69,7 @@ func (s *session) addLink(l *link) (old *link) {
 		next = append(next, x)
 	}
 	next = append(next, l)
+	l.sess.Store(s)
 	s.links.Store(&next)
 	s.emptySince.Store(0)
 	return old
@@ -110,12 +119,9 @@ const (
 // p's buffer passes to the queues (or back to the pool). For tooBig it
 // also returns the MTU to announce, and p is left to the caller.
 func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult, int) {
-	links := *s.links.Load()
-	now := monotime()
-	s.states = s.states[:0]
-	for _, l := range links {
-		s.states = append(s.states, l.state(now))
-	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	links := s.look(c)
 	pk := scheduler.Packet{Flow: packet.FlowHash(info, 0), Size: p.n}
 	s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
 	wait := false
@@ -170,6 +176,111 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 		return queueFull, 0
 	}
 	return sent, 0
+}
+
+// failover resends what the links that went down since the last look had
+// in flight. The TUN reader looks at every packet; the endpoint also calls
+// failover periodically and on kernel link events, since the inner flows
+// may send nothing more until what they lost is recovered.
+func (s *session) failover(c *Counters) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.look(c)
+}
+
+// look fills s.states from the links, resends the in-flight datagrams of
+// any that went down, and returns the links. s.sendMu is held.
+func (s *session) look(c *Counters) []*link {
+	links := *s.links.Load()
+	now := monotime()
+	s.states = s.states[:0]
+	for _, l := range links {
+		s.states = append(s.states, l.state(now))
+	}
+	for i, l := range links {
+		up := s.states[i].Up
+		if l.wasUp && !up {
+			s.resend(links, l, c)
+		}
+		if l.wasUp != up && s.announce != nil {
+			select {
+			case s.announce <- struct{}{}:
+			default:
+			}
+		}
+		l.wasUp = up
+	}
+	return links
+}
+
+// resend sends again, on the paths the scheduler picks now, the datagrams
+// that dead sent in its last round trip before it went silent: those may
+// have died with it. They keep their sequence numbers, so the peer drops
+// the ones that did arrive. The caller has just filled s.states, in which
+// dead is down.
+func (s *session) resend(links []*link, dead *link, c *Counters) {
+	since := dead.lastRecv.Load() - dead.rtt.Load()
+	s.resent = dead.sent.take(s.resent[:0], since)
+	stuck := false
+	for k, p := range s.resent {
+		s.resent[k] = packetRef{}
+		if stuck {
+			putBuffer(p.buf)
+			continue
+		}
+		info, err := packet.Parse(p.packet())
+		if err != nil {
+			putBuffer(p.buf)
+			continue
+		}
+		s.picks = s.sched.Pick(s.picks[:0], scheduler.Packet{Flow: packet.FlowHash(&info, 0), Size: p.n}, s.states)
+		if len(s.picks) == 0 || p.n > int(links[s.picks[0]].mtu.Load()) {
+			putBuffer(p.buf)
+			continue
+		}
+		// Wait for room as the reader does, but give up on the rest once
+		// a path stays full: they would come too late to help.
+		if links[s.picks[0]].enqueueWait(p, s.timer) {
+			c.Resent.Add(1)
+		} else {
+			stuck = true
+		}
+	}
+}
+
+// announcePaths tells the concentrator, on every path that is up, which
+// paths are down, whenever that changes (see transport.Paths).
+func (s *session) announcePaths(ctx context.Context, c *Counters) {
+	var up []*link
+	var down []string
+	for {
+		select {
+		case <-s.announce:
+		case <-ctx.Done():
+			return
+		}
+		up, down = up[:0], down[:0]
+		s.sendMu.Lock()
+		for i, l := range s.look(c) {
+			if s.states[i].Up {
+				up = append(up, l)
+			} else {
+				down = append(down, l.name)
+			}
+		}
+		s.sendMu.Unlock()
+		m := &transport.Message{Paths: &transport.Paths{Down: down}}
+		for _, l := range up {
+			l.path.WriteControl(m) // a path that fails here is being replaced
+		}
+	}
+}
+
+// setPeerDown marks the links the client named as down, and only those.
+func (s *session) setPeerDown(names []string) {
+	for _, l := range *s.links.Load() {
+		l.peerDown.Store(slices.Contains(names, l.name))
+	}
 }
 
 func anyUp(states []scheduler.PathState) bool {

@@ -3,8 +3,10 @@ package tunnel
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/braid-tunnel/braid/scheduler"
+	"github.com/braid-tunnel/braid/transport"
 	"github.com/braid-tunnel/braid/tunnel/packet"
 )
 
@@ -67,5 +69,87 @@ func TestStuckQueueDrops(t *testing.T) {
 	}
 	if n := c.DropQueueFull.Load(); n != 1 {
 		t.Errorf("drop_queue_full = %d, want 1", n)
+	}
+}
+
+func TestInflightKeepsRecentAndBounded(t *testing.T) {
+	var f inflight
+	for i := range inflightLen + 10 {
+		f.add(packetRef{buf: getBuffer(100), n: 100 + i}, int64(i), 0)
+	}
+	if f.n != inflightLen {
+		t.Fatalf("holds %d, want the bound %d", f.n, inflightLen)
+	}
+	// Keep only what was sent at or after 1000.
+	got := f.take(nil, 1000)
+	if len(got) != inflightLen+10-1000 || got[0].n != 100+1000 || got[len(got)-1].n != 100+inflightLen+9 {
+		t.Fatalf("take returned %d packets from n=%d: want the %d newest, oldest first", len(got), got[0].n, inflightLen+10-1000)
+	}
+	if f.n != 0 || f.ring != nil {
+		t.Errorf("after take: %d kept, ring allocated %v", f.n, f.ring != nil)
+	}
+	f.add(packetRef{buf: getBuffer(100), n: 1}, 5, 0)
+	f.trim(6)
+	if f.n != 0 || f.ring != nil {
+		t.Errorf("after trim: %d kept, ring allocated %v: an idle link must hold no buffers", f.n, f.ring != nil)
+	}
+}
+
+// TestResendOnPathDown: what a link had in flight when it went down is
+// queued on the path the scheduler picks now, with its sequence number.
+func TestResendOnPathDown(t *testing.T) {
+	s, err := newSession(1, scheduler.Failover)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := testLink("a", 0), testLink("b", 1)
+	a.stopped, b.stopped = make(chan struct{}), make(chan struct{})
+	s.addLink(a)
+	s.addLink(b)
+	var c Counters
+	for range 3 {
+		if res := sendOne(t, s, &c); res != sent {
+			t.Fatalf("send = %v", res)
+		}
+	}
+	// a's sender sends them: they are now in flight on a.
+	for range 3 {
+		p := <-a.queue
+		a.sent.add(p, monotime(), 0)
+	}
+	a.rtt.Store(int64(time.Second)) // all three sent within the last round trip
+	a.dead.Store(true)
+	s.failover(&c)
+	if n := c.Resent.Load(); n != 3 {
+		t.Fatalf("resent = %d, want 3", n)
+	}
+	for want := uint64(1); want <= 3; want++ {
+		p := <-b.queue
+		_, seq, _, err := transport.ParseHeader(p.datagram())
+		if err != nil || seq != want {
+			t.Errorf("resent packet has seq %d (%v), want %d", seq, err, want)
+		}
+	}
+	s.failover(&c)
+	if n := c.Resent.Load(); n != 3 {
+		t.Errorf("resent = %d after a second look, want 3: once only", n)
+	}
+}
+
+// TestPeerDownFollowsClient: the concentrator takes out exactly the paths
+// the client last said were down.
+func TestPeerDownFollowsClient(t *testing.T) {
+	s, _ := newSession(1, scheduler.Failover)
+	a, b := testLink("a", 0), testLink("b", 1)
+	s.addLink(a)
+	s.addLink(b)
+	now := monotime()
+	s.setPeerDown([]string{"a"})
+	if a.alive(now) || !b.alive(now) {
+		t.Fatalf("after down [a]: a alive %v, b alive %v", a.alive(now), b.alive(now))
+	}
+	s.setPeerDown(nil)
+	if !a.alive(now) {
+		t.Fatal("a still down after the client said it is up")
 	}
 }

@@ -1,0 +1,84 @@
+package tunnel
+
+import "sync"
+
+// inflightLen bounds the datagrams a link keeps after sending them: about
+// 1.4 MB of 1400-byte packets, 220 ms at 50 Mbit/s, more than the
+// bufferbloat of a typical uplink holds and, at 2 KiB a buffer, 2 MiB of
+// memory per busy link. Older datagrams are given up on: the inner
+// transport recovers them itself.
+const inflightLen = 1024
+
+// inflight keeps the data datagrams a link sent recently, so that when the
+// path dies with them on the wire they can be sent again on another path
+// at once, instead of waiting for the inner TCP's retransmission timeout.
+// The receiver's duplicate filter drops the copies that did arrive.
+//
+// The link's sender adds to it; the TUN reader takes from it when it sees
+// the path go down; the link's ticker trims it, so an idle link holds no
+// buffers.
+type inflight struct {
+	mu   sync.Mutex
+	ring []sentPacket // nil while empty
+	head int
+	n    int
+}
+
+type sentPacket struct {
+	ref packetRef
+	at  int64 // monotime it was handed to QUIC
+}
+
+// add keeps p, sent at now, dropping what was sent before keepSince.
+func (f *inflight) add(p packetRef, now, keepSince int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ring == nil {
+		f.ring = make([]sentPacket, inflightLen)
+	}
+	f.trimLocked(keepSince)
+	if f.n == len(f.ring) {
+		f.popLocked()
+	}
+	f.ring[(f.head+f.n)%len(f.ring)] = sentPacket{ref: p, at: now}
+	f.n++
+}
+
+// trim drops what was sent before keepSince, and the ring once it is empty.
+func (f *inflight) trim(keepSince int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.trimLocked(keepSince)
+	if f.n == 0 {
+		f.ring = nil
+	}
+}
+
+func (f *inflight) trimLocked(keepSince int64) {
+	for f.n > 0 && f.ring[f.head].at < keepSince {
+		f.popLocked()
+	}
+}
+
+func (f *inflight) popLocked() {
+	putBuffer(f.ring[f.head].ref.buf)
+	f.ring[f.head] = sentPacket{}
+	f.head = (f.head + 1) % len(f.ring)
+	f.n--
+}
+
+// take appends to dst, oldest first, the packets sent at or after since,
+// frees the rest, and empties the ring. The caller owns what it gets.
+func (f *inflight) take(dst []packetRef, since int64) []packetRef {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.trimLocked(since)
+	for f.n > 0 {
+		dst = append(dst, f.ring[f.head].ref)
+		f.ring[f.head] = sentPacket{}
+		f.head = (f.head + 1) % len(f.ring)
+		f.n--
+	}
+	f.ring = nil
+	return dst
+}
