@@ -66,8 +66,9 @@ func TestClientDefaults(t *testing.T) {
 		Tun:      Tun{Name: "braid0"},
 		Table:    7800,
 		FwMark:   0x7800,
-		Control:  "/run/braid/client.sock",
-		LogLevel: "info",
+		Control:   "/run/braid/client.sock",
+		LogLevel:  "info",
+		UsageFile: "/var/lib/braid/usage.json",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", got, want)
