@@ -78,6 +78,7 @@ type Stats struct {
 	BytesSent     uint64
 	BytesReceived uint64
 	PacketsSent   uint64
+	PacketsRecv   uint64
 	PacketsLost   uint64
 }
 
@@ -149,6 +150,7 @@ func (p *Path) Stats() Stats {
 		BytesSent:     s.BytesSent,
 		BytesReceived: s.BytesReceived,
 		PacketsSent:   s.PacketsSent,
+		PacketsRecv:   s.PacketsReceived,
 		PacketsLost:   s.PacketsLost,
 	}
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,6 +36,7 @@ type Uplink struct {
 	Priority  int
 	Weight    float64
 	Metered   bool
+	Budget    *Budget // a data budget; nil for none
 	// Resolve says how to reach the concentrator over this uplink now. It
 	// is called before every dial, since an uplink's address can change.
 	Resolve func() (transport.DialConfig, error)
@@ -53,7 +57,12 @@ type ClientOptions struct {
 	// carrier (transport.WatchLinks), so a cut moves traffic at once and
 	// a returning uplink is redialled at once.
 	LinkEvents <-chan transport.LinkEvent
-	Logger     *slog.Logger
+	// UsageFile keeps the uplinks' budget usage across restarts (see
+	// budget.go); "" keeps it in memory only.
+	UsageFile string
+	// Clock is the wall clock budget periods follow; nil for time.Now.
+	Clock  func() time.Time
+	Logger *slog.Logger
 }
 
 // Client is the client end of the tunnel: one TUN, one session, one link
@@ -69,6 +78,10 @@ type Client struct {
 	// Per uplink name: its interface has no carrier; wake its redial loop.
 	carrierDown map[string]*atomic.Bool
 	wake        map[string]chan struct{}
+	// meters count the bytes of the uplinks with a budget, by name, and
+	// in the order of the uplinks.
+	meters     map[string]*meter
+	meterOrder []*meter
 
 	mu      sync.Mutex // guards welcome and mtu
 	welcome *transport.Welcome
@@ -86,6 +99,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
 	sess, err := newSession(0, opts.Mode)
 	if err != nil {
 		return nil, err
@@ -99,7 +115,71 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		c.wake[u.Name] = make(chan struct{}, 1)
 	}
 	c.writer = newTunWriter(opts.Device, &c.counters, c.log)
+	if err := c.setupMeters(); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// setupMeters makes a meter for each uplink with a budget and restores
+// this period's usage from the usage file. A file that does not parse is
+// moved aside with a warning (see budget.go).
+func (c *Client) setupMeters() error {
+	c.meters = map[string]*meter{}
+	now := c.opts.Clock()
+	for _, u := range c.opts.Uplinks {
+		if u.Budget != nil {
+			m := newMeter(u.Name, *u.Budget, now, c.log)
+			c.meters[u.Name] = m
+			c.meterOrder = append(c.meterOrder, m)
+		}
+	}
+	if len(c.meters) == 0 || c.opts.UsageFile == "" {
+		return nil
+	}
+	recs, err := loadUsage(c.opts.UsageFile)
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &syntax) || errors.As(err, &typ) {
+		bad := c.opts.UsageFile + ".corrupt"
+		c.log.Warn("usage file unreadable: budgets count from zero", "err", err, "moved_to", bad)
+		os.Rename(c.opts.UsageFile, bad)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for name, rec := range recs {
+		if m := c.meters[name]; m != nil {
+			m.restore(rec)
+		}
+	}
+	return nil
+}
+
+// keepBudgets starts new budget periods and saves usage until ctx is done.
+func (c *Client) keepBudgets(ctx context.Context) {
+	lastSave := time.Now()
+	every(ctx, periodCheckInterval, func() {
+		now := c.opts.Clock()
+		rolled := false
+		for _, m := range c.meterOrder {
+			rolled = m.roll(now) || rolled
+		}
+		if rolled || time.Since(lastSave) >= usageSaveInterval {
+			c.saveUsage()
+			lastSave = time.Now()
+		}
+	})
+}
+
+func (c *Client) saveUsage() {
+	if len(c.meterOrder) == 0 || c.opts.UsageFile == "" {
+		return
+	}
+	if err := saveUsage(c.opts.UsageFile, c.meterOrder); err != nil {
+		c.log.Warn("saving budget usage", "err", err)
+	}
 }
 
 // Run carries traffic until ctx is done, then closes the device.
@@ -117,10 +197,14 @@ func (c *Client) Run(ctx context.Context) error {
 	if c.opts.LinkEvents != nil {
 		wg.Go(func() { c.watchLinks(ctx) })
 	}
+	if len(c.meterOrder) > 0 {
+		wg.Go(func() { c.keepBudgets(ctx) })
+	}
 	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound)
 	cancel()
 	c.opts.Device.Close()
 	wg.Wait()
+	c.saveUsage() // every link has counted its last bytes
 	return err
 }
 
@@ -222,6 +306,7 @@ func (c *Client) dial(ctx context.Context, u Uplink) (*link, error) {
 	}
 	l := newLink(u.Name, hello, p, true, &c.counters, c.log)
 	l.carrierDown = c.carrierDown[u.Name]
+	l.meter = c.meters[u.Name]
 	if err := c.join(w, int(l.mtu.Load())); err != nil {
 		p.Close("configuration failed")
 		return nil, err
@@ -319,12 +404,19 @@ type ClientStatus struct {
 	MTU       int             `json:"mtu"`
 	Mode      string          `json:"mode"`
 	Paths     []PathStatus    `json:"paths"`
+	Budgets   []BudgetStatus  `json:"budgets,omitempty"`
 	Counters  CounterSnapshot `json:"counters"`
+	// Goroutines is the process's goroutine count, for leak checks.
+	Goroutines int `json:"goroutines"`
 }
 
 // Status returns the client's state.
 func (c *Client) Status() ClientStatus {
-	st := ClientStatus{Role: "client", Mode: string(c.opts.Mode), Paths: c.sess.pathStatus(), Counters: c.counters.Snapshot()}
+	st := ClientStatus{Role: "client", Mode: string(c.opts.Mode), Paths: c.sess.pathStatus(), Counters: c.counters.Snapshot(),
+		Goroutines: runtime.NumGoroutine()}
+	for _, m := range c.meterOrder {
+		st.Budgets = append(st.Budgets, m.status())
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.welcome != nil {

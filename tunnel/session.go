@@ -109,13 +109,15 @@ const (
 func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult, int) {
 	links := *s.links.Load()
 	now := monotime()
+	interactive := isInteractive(p.packet(), info)
 	s.states = s.states[:0]
 	for _, l := range links {
-		s.states = append(s.states, l.state(now))
+		s.states = append(s.states, l.state(now, interactive))
 	}
 	s.picks = s.sched.Pick(s.picks[:0], scheduler.Packet{
-		Flow: packet.FlowHash(info, 0),
-		Size: p.n,
+		Flow:        packet.FlowHash(info, 0),
+		Size:        p.n,
+		Interactive: interactive,
 	}, s.states)
 	if len(s.picks) == 0 {
 		if anyUp(s.states) {
@@ -156,6 +158,43 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 		return queueFull, 0
 	}
 	return sent, 0
+}
+
+// Interactive packets, which a path whose data budget is used up may
+// still carry with budget_action interactive-only (see budget.go).
+const (
+	dnsPort = 53
+	// maxInteractiveUDP is the largest UDP packet (IP header included)
+	// counted as interactive: voice frames, game state, keystrokes over
+	// QUIC, DNS; bulk transfers fill their packets.
+	maxInteractiveUDP = 200
+	tcpACK            = 0x10
+	tcpFIN            = 0x01
+	tcpRST            = 0x04
+)
+
+// isInteractive says whether a packet is latency-sensitive and small:
+// DNS (UDP or TCP, port 53 either way), UDP packets of at most
+// maxInteractiveUDP bytes, and pure TCP acknowledgements (no payload, no
+// SYN, FIN or RST), which keep the other direction of a transfer going.
+// It reads only what packet.Parse found, plus the TCP data offset.
+func isInteractive(b []byte, info *packet.Info) bool {
+	if info.Fragment {
+		return false
+	}
+	switch info.Proto {
+	case 17:
+		return info.Len <= maxInteractiveUDP || info.SrcPort == dnsPort || info.DstPort == dnsPort
+	case 6:
+		if info.SrcPort == dnsPort || info.DstPort == dnsPort {
+			return true
+		}
+		if info.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0 || info.TCPFlags&tcpACK == 0 || info.HdrLen+13 > len(b) {
+			return false
+		}
+		return info.Len == info.HdrLen+int(b[info.HdrLen+12]>>4)*4
+	}
+	return false
 }
 
 func anyUp(states []scheduler.PathState) bool {
