@@ -200,6 +200,7 @@ func (c *Client) Run(ctx context.Context) error {
 	if len(c.meterOrder) > 0 {
 		wg.Go(func() { c.keepBudgets(ctx) })
 	}
+	wg.Go(func() { c.watchClock(ctx) })
 	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound)
 	cancel()
 	c.opts.Device.Close()
@@ -312,6 +313,56 @@ func (c *Client) dial(ctx context.Context, u Uplink) (*link, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// Sleep and resume. When a laptop sleeps, the process stops and, on
+// Linux, the monotonic clock stands still while the wall clock runs on;
+// when a process is stopped (SIGSTOP, a debugger, a starved VM), both run
+// on. Either way, on resume every path may be dead at the concentrator,
+// whose clock did not stop: its QUIC connections idle out after
+// transport.IdleTimeout. quic-go notices a stop on its own (its idle
+// timer follows the monotonic clock), but not a sleep. watchClock looks
+// at both clocks every clockCheckInterval; when more time has passed than
+// it should (a jump of more than clockJump), it re-validates the paths at
+// once: a path away for longer than the idle timeout is closed and
+// redialled now, instead of after another idle timeout; any other is
+// probed now, instead of at its next probe (2 s on an idle metered one).
+const (
+	clockCheckInterval = time.Second
+	clockJump          = 2 * time.Second
+)
+
+// clockJumped says whether a check interval in which the monotonic clock
+// advanced monoGap and the wall clock wallGap tells of a sleep or a stop,
+// and for how long the process was away.
+func clockJumped(monoGap, wallGap time.Duration) (away time.Duration, jumped bool) {
+	away = max(monoGap, wallGap) - clockCheckInterval
+	if monoGap > clockCheckInterval+clockJump || wallGap-monoGap > clockJump {
+		return away, true
+	}
+	return 0, false
+}
+
+// watchClock re-validates the paths after a sleep or a stop.
+func (c *Client) watchClock(ctx context.Context) {
+	lastMono, lastWall := monotime(), c.opts.Clock().Round(0) // Round(0): the wall clock only
+	every(ctx, clockCheckInterval, func() {
+		mono, wall := monotime(), c.opts.Clock().Round(0)
+		away, jumped := clockJumped(time.Duration(mono-lastMono), wall.Sub(lastWall))
+		lastMono, lastWall = mono, wall
+		if !jumped {
+			return
+		}
+		expired := away >= transport.IdleTimeout
+		c.log.Info("clock jumped: the host slept or the process was stopped; re-validating paths", "away", away.Round(time.Millisecond), "redial", expired)
+		for _, l := range *c.sess.links.Load() {
+			if expired {
+				l.path.Close("away longer than the idle timeout")
+			} else {
+				l.queueProbe(transport.KindProbe, 0)
+			}
+		}
+	})
 }
 
 // mtuCheckInterval is how often the inner MTU is matched to the paths.

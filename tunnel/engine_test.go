@@ -52,6 +52,7 @@ type harness struct {
 	linkEvents chan transport.LinkEvent
 	metered    map[int]bool    // paths of the next client that are metered
 	budgets    map[int]*Budget // data budgets of the next client's paths
+	clock      func() time.Time // the next client's wall clock; nil for time.Now
 }
 
 func newHarness(t *testing.T) *harness {
@@ -165,7 +166,8 @@ func (h *harness) startClient(dev tun.Device, mode scheduler.Mode, n int) {
 		})
 	}
 	h.linkEvents = make(chan transport.LinkEvent)
-	c, err := NewClient(ClientOptions{Device: dev, Uplinks: uplinks, Mode: mode, LinkEvents: h.linkEvents, Logger: h.log.With("end", "client")})
+	c, err := NewClient(ClientOptions{Device: dev, Uplinks: uplinks, Mode: mode, LinkEvents: h.linkEvents, Clock: h.clock,
+		Logger: h.log.With("end", "client")})
 	if err != nil {
 		h.t.Fatal(err)
 	}
