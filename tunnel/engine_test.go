@@ -50,8 +50,8 @@ type harness struct {
 	client     *Client
 	clientStop func()
 	linkEvents chan transport.LinkEvent
-	metered    map[int]bool    // paths of the next client that are metered
-	budgets    map[int]*Budget // data budgets of the next client's paths
+	metered    map[int]bool     // paths of the next client that are metered
+	budgets    map[int]*Budget  // data budgets of the next client's paths
 	clock      func() time.Time // the next client's wall clock; nil for time.Now
 }
 
