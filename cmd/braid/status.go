@@ -100,7 +100,11 @@ func printPaths(w io.Writer, paths []tunnel.PathStatus) {
 	}
 	fmt.Fprintln(w, "  PATH\tSTATE\tRTT\tMTU\tTX PKTS\tTX BYTES\tRX PKTS\tRX BYTES\tLOST\tLOCAL\tREMOTE")
 	for _, p := range paths {
-		fmt.Fprintf(w, "  %s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.State, p.RTT.Round(100*time.Microsecond),
+		state := p.State
+		if p.Budget != "" {
+			state += " (budget used: " + p.Budget + ")"
+		}
+		fmt.Fprintf(w, "  %s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, state, p.RTT.Round(100*time.Microsecond),
 			p.MTU, p.TxPackets, p.TxBytes, p.RxPackets, p.RxBytes, p.QUICLost, p.Local, p.Remote)
 	}
 }
