@@ -147,11 +147,12 @@ func (m *meter) check(used uint64) {
 }
 
 // roll starts a new period if now is past the current one, and reports
-// whether it did.
+// whether it did. A wall clock set back never starts a period: that would
+// forget what was used.
 func (m *meter) roll(now time.Time) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if now.Before(m.end) && !now.Before(m.start) {
+	if now.Before(m.end) {
 		return false
 	}
 	m.start, m.end = PeriodBounds(now, m.budget.Period, m.budget.StartDay)

@@ -78,6 +78,9 @@ func TestMeterThresholds(t *testing.T) {
 	if m.roll(now.Add(time.Hour)) {
 		t.Error("rolled within the period")
 	}
+	if m.roll(now.Add(-48 * time.Hour)) {
+		t.Error("rolled back when the clock was set back")
+	}
 	if !m.roll(now.Add(14 * time.Hour)) {
 		t.Error("did not roll into the next day")
 	}
