@@ -37,10 +37,11 @@ func flapFor() time.Duration {
 type resources struct {
 	goroutines, fds int
 	rss             int64
+	heap            uint64 // live heap at the last GC
 }
 
 func (r resources) String() string {
-	return fmt.Sprintf("%d goroutines, %d fds, RSS %d KiB", r.goroutines, r.fds, r.rss>>10)
+	return fmt.Sprintf("%d goroutines, %d fds, RSS %d KiB, live heap %d KiB", r.goroutines, r.fds, r.rss>>10, r.heap>>10)
 }
 
 func clientResources(e *Env) (resources, error) {
@@ -53,7 +54,7 @@ func clientResources(e *Env) (resources, error) {
 		return resources{}, err
 	}
 	rss, _, err := e.RSS()
-	return resources{goroutines: st.Goroutines, fds: fds, rss: rss}, err
+	return resources{goroutines: st.Goroutines, fds: fds, rss: rss, heap: st.HeapLive}, err
 }
 
 // Slack allowed after flapping: a goroutine or two of quic-go or the
@@ -169,7 +170,8 @@ func settle(ctx context.Context, e *Env, limit resources, timeout time.Duration)
 			if within == 0 {
 				low = last
 			}
-			low.goroutines, low.fds, low.rss = min(low.goroutines, last.goroutines), min(low.fds, last.fds), last.rss
+			low.goroutines, low.fds = min(low.goroutines, last.goroutines), min(low.fds, last.fds)
+			low.rss, low.heap = last.rss, last.heap
 			if within++; within == 10 {
 				return low, nil
 			}

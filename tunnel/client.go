@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -457,14 +458,26 @@ type ClientStatus struct {
 	Paths     []PathStatus    `json:"paths"`
 	Budgets   []BudgetStatus  `json:"budgets,omitempty"`
 	Counters  CounterSnapshot `json:"counters"`
-	// Goroutines is the process's goroutine count, for leak checks.
-	Goroutines int `json:"goroutines"`
+	// Goroutines is the process's goroutine count and HeapLive the heap
+	// that the last garbage collection found live, for leak checks.
+	Goroutines int    `json:"goroutines"`
+	HeapLive   uint64 `json:"heap_live_bytes"`
+}
+
+// heapLive reads the live heap after the last GC from runtime/metrics.
+func heapLive() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
 
 // Status returns the client's state.
 func (c *Client) Status() ClientStatus {
 	st := ClientStatus{Role: "client", Mode: string(c.opts.Mode), Paths: c.sess.pathStatus(), Counters: c.counters.Snapshot(),
-		Goroutines: runtime.NumGoroutine()}
+		Goroutines: runtime.NumGoroutine(), HeapLive: heapLive()}
 	for _, m := range c.meterOrder {
 		st.Budgets = append(st.Budgets, m.status())
 	}
