@@ -64,15 +64,17 @@ const (
 	goroutineSlack = 3
 	fdSlack        = 2
 	// rssSlack bounds the growth of resident memory across the flapping.
-	// The baseline is taken after a warm-up transfer, so the buffer pools
-	// and quic-go's packet buffers are already at their working size; what
-	// remains is garbage not yet returned to the OS (Go's scavenger
-	// returns freed pages over minutes, not at once) from the ~2 s
-	// redials, each a new quic.Transport and connection. A leak of one
-	// connection per flap (hundreds of KiB with its buffers and
-	// goroutine stacks) would be plain in the goroutine and fd counts
-	// first; 16 MiB catches a leak of the transfer's data.
-	rssSlack = 16 << 20
+	// It is a coarse guard; the leak checks proper are the goroutine and
+	// fd counts. Go returns freed pages to the OS lazily, so the RSS after
+	// the test reflects the heap's peak under the transfer (GOGC lets the
+	// heap reach twice what is live: queued packets, quic-go's buffers of
+	// the old and new connections of each redial), not what is live: in
+	// 60 s runs RSS grew by 2 to 15 MiB while the live heap after the
+	// next idle GC was below the baseline's (BRAID_E2E_IDLE_GC=1 shows
+	// it). 32 MiB leaves room for that and for a noisy machine, and still
+	// catches a leak of the transfer's data (tens of MiB a minute) or of
+	// a connection's buffers at every flap.
+	rssSlack = 32 << 20
 )
 
 // TestFlappingUplink flaps uplink 1 (1 s down, 1 s up) for flapFor()
@@ -148,6 +150,18 @@ func TestFlappingUplink(t *testing.T) {
 	}
 	if end.rss > base.rss+rssSlack {
 		t.Errorf("RSS grew from %d KiB to %d KiB, more than %d KiB", base.rss>>10, end.rss>>10, rssSlack>>10)
+	}
+	if os.Getenv("BRAID_E2E_IDLE_GC") == "1" {
+		// The live heap is that of the last GC, which ran under load; an
+		// idle process is collected by the runtime every 2 minutes.
+		st, _ := e.ClientStatus()
+		for deadline := time.Now().Add(150 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+			if now, err := e.ClientStatus(); err == nil && now.GCCycles > st.GCCycles {
+				idle, _ := clientResources(e)
+				t.Logf("REPORT after flapping and the next (idle) GC: %s", idle)
+				break
+			}
+		}
 	}
 	t.Logf("REPORT flapping uplink 1 (1 s down, 1 s up) for %v under TCP and 50/s UDP echo: session kept %v, "+
 		"transfer %s, echo %d of %d answered; client before: %s; after: %s",

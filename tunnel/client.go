@@ -460,24 +460,32 @@ type ClientStatus struct {
 	Counters  CounterSnapshot `json:"counters"`
 	// Goroutines is the process's goroutine count and HeapLive the heap
 	// that the last garbage collection found live, for leak checks.
+	// GCCycles counts garbage collections, so a reader can tell whether
+	// HeapLive was measured after some event.
 	Goroutines int    `json:"goroutines"`
 	HeapLive   uint64 `json:"heap_live_bytes"`
+	GCCycles   uint64 `json:"gc_cycles"`
 }
 
-// heapLive reads the live heap after the last GC from runtime/metrics.
-func heapLive() uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+// gcStats reads the live heap after the last GC and the number of GCs
+// from runtime/metrics.
+func gcStats() (live, cycles uint64) {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
 	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		live = s[0].Value.Uint64()
 	}
-	return s[0].Value.Uint64()
+	if s[1].Value.Kind() == metrics.KindUint64 {
+		cycles = s[1].Value.Uint64()
+	}
+	return live, cycles
 }
 
 // Status returns the client's state.
 func (c *Client) Status() ClientStatus {
 	st := ClientStatus{Role: "client", Mode: string(c.opts.Mode), Paths: c.sess.pathStatus(), Counters: c.counters.Snapshot(),
-		Goroutines: runtime.NumGoroutine(), HeapLive: heapLive()}
+		Goroutines: runtime.NumGoroutine()}
+	st.HeapLive, st.GCCycles = gcStats()
 	for _, m := range c.meterOrder {
 		st.Budgets = append(st.Budgets, m.status())
 	}
