@@ -22,6 +22,11 @@
 //	    priority             failover order, lower is preferred (default 0)
 //	    metered              avoid unless needed (default false)
 //	    weight               share in aggregate mode, > 0 (default 1)
+//	    budget               data budget per period, e.g. 10GiB or 500MB (default 0: none)
+//	    budget_period        monthly or daily (default monthly)
+//	    budget_start_day     monthly: day of the month the period starts, 1..28 (default 1)
+//	    budget_action        once the budget is used: failover-only, interactive-only or block (default failover-only)
+//	    budget_warn          log a warning once per period at this share, e.g. 80% (default: none)
 //	mode                     failover or aggregate (default failover)
 //	routes                   prefixes sent into the tunnel (default 0.0.0.0/0 and ::/0)
 //	tun.name                 TUN device name (default braid0)
@@ -30,6 +35,7 @@
 //	fwmark                   mark on the tunnel's own sockets (default 0x7800)
 //	control                  control socket path (default /run/braid/client.sock)
 //	log_level                debug, info, warn or error (default info)
+//	usage_file               budget usage, kept across restarts (default /var/lib/braid/usage.json)
 //
 // Concentrator keys (braid concentrator):
 //
@@ -97,6 +103,14 @@ type Uplink struct {
 	Priority  int        `mapstructure:"priority"`  // failover order: lower is preferred; default 0
 	Metered   bool       `mapstructure:"metered"`   // used only when no unmetered uplink works
 	Weight    float64    `mapstructure:"weight"`    // share in aggregate mode; default 1
+
+	// A data budget, see budget.go: bytes per period (0 for none), what
+	// happens once they are used, and when a warning is logged.
+	Budget         Size    `mapstructure:"budget"`
+	BudgetPeriod   string  `mapstructure:"budget_period"`    // PeriodMonthly (default) or PeriodDaily
+	BudgetStartDay int     `mapstructure:"budget_start_day"` // monthly: day the period starts, 1..28 (default 1)
+	BudgetAction   string  `mapstructure:"budget_action"`    // ActionFailoverOnly (default), ActionInteractiveOnly, ActionBlock
+	BudgetWarn     Percent `mapstructure:"budget_warn"`      // log once per period at this share; 0 for never
 }
 
 // Client is the configuration of braid client.
@@ -112,6 +126,7 @@ type Client struct {
 	FwMark                uint32         `mapstructure:"fwmark"` // mark on the tunnel's own sockets
 	Control               string         `mapstructure:"control"`
 	LogLevel              string         `mapstructure:"log_level"`
+	UsageFile             string         `mapstructure:"usage_file"` // budget usage, kept across restarts
 }
 
 // ClientEntry is a client the concentrator accepts.
@@ -162,6 +177,7 @@ var clientDefaults = map[string]any{
 	"fwmark":                  0x7800,
 	"control":                 "/run/braid/client.sock",
 	"log_level":               "info",
+	"usage_file":              "/var/lib/braid/usage.json",
 }
 
 var concentratorDefaults = map[string]any{
@@ -200,6 +216,7 @@ func LoadClientWith(path string, overrides map[string]any) (*Client, error) {
 		if u.Weight == 0 {
 			u.Weight = 1
 		}
+		u.fillBudget()
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fileError(path, err)
@@ -378,6 +395,10 @@ func typeName(t reflect.Type) string {
 		return "IP:port address"
 	case reflect.TypeFor[time.Duration]():
 		return "duration"
+	case reflect.TypeFor[Size]():
+		return "size (e.g. 500MB, 10GiB)"
+	case reflect.TypeFor[Percent]():
+		return "percentage (e.g. 80%)"
 	}
 	switch t.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
@@ -433,6 +454,9 @@ func (c *Client) Validate() error {
 	if c.Control == "" {
 		return errEmpty("control")
 	}
+	if c.UsageFile == "" && slices.ContainsFunc(c.Uplinks, func(u Uplink) bool { return u.Budget > 0 }) {
+		return errEmpty("usage_file")
+	}
 	return checkOneOf("log_level", c.LogLevel, logLevels)
 }
 
@@ -467,7 +491,7 @@ func (u *Uplink) check(key string) error {
 	if !(u.Weight > 0) || math.IsInf(u.Weight, 1) {
 		return fmt.Errorf("key %q: %v is not a positive weight", key+".weight", u.Weight)
 	}
-	return nil
+	return u.checkBudget(key)
 }
 
 // Validate reports the first invalid setting in c, naming its key.

@@ -61,13 +61,14 @@ func TestClientDefaults(t *testing.T) {
 			{Name: "wlan0", Interface: "wlan0", Weight: 1},
 			{Name: "wired", Interface: "eth0", Source: netip.MustParseAddr("192.0.2.10"), Priority: 5, Metered: true, Weight: 2.5},
 		},
-		Mode:     ModeFailover,
-		Routes:   prefixes("0.0.0.0/0", "::/0"),
-		Tun:      Tun{Name: "braid0"},
-		Table:    7800,
-		FwMark:   0x7800,
-		Control:  "/run/braid/client.sock",
-		LogLevel: "info",
+		Mode:      ModeFailover,
+		Routes:    prefixes("0.0.0.0/0", "::/0"),
+		Tun:       Tun{Name: "braid0"},
+		Table:     7800,
+		FwMark:    0x7800,
+		Control:   "/run/braid/client.sock",
+		LogLevel:  "info",
+		UsageFile: "/var/lib/braid/usage.json",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", got, want)

@@ -251,6 +251,10 @@ uplinks:
   # - interface: wwan0
   #   priority: 10
   #   metered: true
+  #   budget: 10GiB                 # data plan per month (500MB, 10GiB, ...)
+  #   budget_start_day: 1           # the plan's first day of the month, 1..28
+  #   budget_action: failover-only  # then: failover-only, interactive-only or block
+  #   budget_warn: 80%
 
 # Destinations sent through the tunnel.
 routes:

@@ -333,6 +333,20 @@ func (d *daemon) rss() (int64, error) {
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", d.cmd.Process.Pid)
 }
 
+// ClientPID is the client process's id.
+func (e *Env) ClientPID() int { return e.client.cmd.Process.Pid }
+
+// SignalClient sends sig to the client process (SIGSTOP, SIGCONT).
+func (e *Env) SignalClient(sig syscall.Signal) error {
+	return e.client.cmd.Process.Signal(sig)
+}
+
+// ClientFDs counts the client process's open file descriptors.
+func (e *Env) ClientFDs() (int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", e.ClientPID()))
+	return len(ents), err
+}
+
 // Cut is how an uplink fails.
 type Cut int
 

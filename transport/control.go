@@ -50,6 +50,10 @@ type Report struct {
 	RxPackets  uint64 `json:"rx_packets"`
 	RxBytes    uint64 `json:"rx_bytes"`
 	HighestSeq uint64 `json:"highest_seq"`
+	// Budget, from the client, is the restriction in force on this path
+	// because its uplink's data budget is used up: "failover-only",
+	// "interactive-only" or "block"; empty while the budget lasts.
+	Budget string `json:"budget,omitempty"`
 }
 
 // Paths is sent by the client, on every path that works, whenever one of

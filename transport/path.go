@@ -24,6 +24,11 @@ const (
 	idleTimeout      = 15 * time.Second
 )
 
+// IdleTimeout is how long a silent connection lives: a client that was
+// away longer (a host asleep) knows the concentrator has dropped its
+// connections.
+const IdleTimeout = idleTimeout
+
 // handshakesPerSecond is how many new connections a concentrator accepts
 // per second before it demands address validation (a QUIC Retry, RFC 9000
 // §8.1.2) from further ones: a flood from spoofed addresses then costs one
@@ -78,6 +83,7 @@ type Stats struct {
 	BytesSent     uint64
 	BytesReceived uint64
 	PacketsSent   uint64
+	PacketsRecv   uint64
 	PacketsLost   uint64
 	PacketsRecvd  uint64
 }
@@ -150,6 +156,7 @@ func (p *Path) Stats() Stats {
 		BytesSent:     s.BytesSent,
 		BytesReceived: s.BytesReceived,
 		PacketsSent:   s.PacketsSent,
+		PacketsRecv:   s.PacketsReceived,
 		PacketsLost:   s.PacketsLost,
 		PacketsRecvd:  s.PacketsReceived,
 	}

@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
+	"runtime"
+	"runtime/metrics"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,6 +37,7 @@ type Uplink struct {
 	Priority  int
 	Weight    float64
 	Metered   bool
+	Budget    *Budget // a data budget; nil for none
 	// Resolve says how to reach the concentrator over this uplink now. It
 	// is called before every dial, since an uplink's address can change.
 	Resolve func() (transport.DialConfig, error)
@@ -53,7 +58,12 @@ type ClientOptions struct {
 	// carrier (transport.WatchLinks), so a cut moves traffic at once and
 	// a returning uplink is redialled at once.
 	LinkEvents <-chan transport.LinkEvent
-	Logger     *slog.Logger
+	// UsageFile keeps the uplinks' budget usage across restarts (see
+	// budget.go); "" keeps it in memory only.
+	UsageFile string
+	// Clock is the wall clock budget periods follow; nil for time.Now.
+	Clock  func() time.Time
+	Logger *slog.Logger
 }
 
 // Client is the client end of the tunnel: one TUN, one session, one link
@@ -69,6 +79,10 @@ type Client struct {
 	// Per uplink name: its interface has no carrier; wake its redial loop.
 	carrierDown map[string]*atomic.Bool
 	wake        map[string]chan struct{}
+	// meters count the bytes of the uplinks with a budget, by name, and
+	// in the order of the uplinks.
+	meters     map[string]*meter
+	meterOrder []*meter
 
 	mu      sync.Mutex // guards welcome and mtu
 	welcome *transport.Welcome
@@ -86,6 +100,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
 	sess, err := newSession(0, opts.Mode)
 	if sess != nil {
 		sess.announce = make(chan struct{}, 1)
@@ -102,7 +119,71 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		c.wake[u.Name] = make(chan struct{}, 1)
 	}
 	c.writer = newTunWriter(opts.Device, &c.counters, c.log)
+	if err := c.setupMeters(); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// setupMeters makes a meter for each uplink with a budget and restores
+// this period's usage from the usage file. A file that does not parse is
+// moved aside with a warning (see budget.go).
+func (c *Client) setupMeters() error {
+	c.meters = map[string]*meter{}
+	now := c.opts.Clock()
+	for _, u := range c.opts.Uplinks {
+		if u.Budget != nil {
+			m := newMeter(u.Name, *u.Budget, now, c.log)
+			c.meters[u.Name] = m
+			c.meterOrder = append(c.meterOrder, m)
+		}
+	}
+	if len(c.meters) == 0 || c.opts.UsageFile == "" {
+		return nil
+	}
+	recs, err := loadUsage(c.opts.UsageFile)
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &syntax) || errors.As(err, &typ) {
+		bad := c.opts.UsageFile + ".corrupt"
+		c.log.Warn("usage file unreadable: budgets count from zero", "err", err, "moved_to", bad)
+		os.Rename(c.opts.UsageFile, bad)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for name, rec := range recs {
+		if m := c.meters[name]; m != nil {
+			m.restore(rec)
+		}
+	}
+	return nil
+}
+
+// keepBudgets starts new budget periods and saves usage until ctx is done.
+func (c *Client) keepBudgets(ctx context.Context) {
+	lastSave := time.Now()
+	every(ctx, periodCheckInterval, func() {
+		now := c.opts.Clock()
+		rolled := false
+		for _, m := range c.meterOrder {
+			rolled = m.roll(now) || rolled
+		}
+		if rolled || time.Since(lastSave) >= usageSaveInterval {
+			c.saveUsage()
+			lastSave = time.Now()
+		}
+	})
+}
+
+func (c *Client) saveUsage() {
+	if len(c.meterOrder) == 0 || c.opts.UsageFile == "" {
+		return
+	}
+	if err := saveUsage(c.opts.UsageFile, c.meterOrder); err != nil {
+		c.log.Warn("saving budget usage", "err", err)
+	}
 }
 
 // Run carries traffic until ctx is done, then closes the device.
@@ -122,10 +203,15 @@ func (c *Client) Run(ctx context.Context) error {
 	if c.opts.LinkEvents != nil {
 		wg.Go(func() { c.watchLinks(ctx) })
 	}
+	if len(c.meterOrder) > 0 {
+		wg.Go(func() { c.keepBudgets(ctx) })
+	}
+	wg.Go(func() { c.watchClock(ctx) })
 	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound)
 	cancel()
 	c.opts.Device.Close()
 	wg.Wait()
+	c.saveUsage() // every link has counted its last bytes
 	return err
 }
 
@@ -230,11 +316,62 @@ func (c *Client) dial(ctx context.Context, u Uplink) (*link, error) {
 	}
 	l := newLink(u.Name, hello, p, true, &c.counters, c.log)
 	l.carrierDown = c.carrierDown[u.Name]
+	l.meter = c.meters[u.Name]
 	if err := c.join(w, int(l.mtu.Load())); err != nil {
 		p.Close("configuration failed")
 		return nil, err
 	}
 	return l, nil
+}
+
+// Sleep and resume. When a laptop sleeps, the process stops and, on
+// Linux, the monotonic clock stands still while the wall clock runs on;
+// when a process is stopped (SIGSTOP, a debugger, a starved VM), both run
+// on. Either way, on resume every path may be dead at the concentrator,
+// whose clock did not stop: its QUIC connections idle out after
+// transport.IdleTimeout. quic-go notices a stop on its own (its idle
+// timer follows the monotonic clock), but not a sleep. watchClock looks
+// at both clocks every clockCheckInterval; when more time has passed than
+// it should (a jump of more than clockJump), it re-validates the paths at
+// once: a path away for longer than the idle timeout is closed and
+// redialled now, instead of after another idle timeout; any other is
+// probed now, instead of at its next probe (2 s on an idle metered one).
+const (
+	clockCheckInterval = time.Second
+	clockJump          = 2 * time.Second
+)
+
+// clockJumped says whether a check interval in which the monotonic clock
+// advanced monoGap and the wall clock wallGap tells of a sleep or a stop,
+// and for how long the process was away.
+func clockJumped(monoGap, wallGap time.Duration) (away time.Duration, jumped bool) {
+	away = max(monoGap, wallGap) - clockCheckInterval
+	if monoGap > clockCheckInterval+clockJump || wallGap-monoGap > clockJump {
+		return away, true
+	}
+	return 0, false
+}
+
+// watchClock re-validates the paths after a sleep or a stop.
+func (c *Client) watchClock(ctx context.Context) {
+	lastMono, lastWall := monotime(), c.opts.Clock().Round(0) // Round(0): the wall clock only
+	every(ctx, clockCheckInterval, func() {
+		mono, wall := monotime(), c.opts.Clock().Round(0)
+		away, jumped := clockJumped(time.Duration(mono-lastMono), wall.Sub(lastWall))
+		lastMono, lastWall = mono, wall
+		if !jumped {
+			return
+		}
+		expired := away >= transport.IdleTimeout
+		c.log.Info("clock jumped: the host slept or the process was stopped; re-validating paths", "away", away.Round(time.Millisecond), "redial", expired)
+		for _, l := range *c.sess.links.Load() {
+			if expired {
+				l.path.Close("away longer than the idle timeout")
+			} else {
+				l.queueProbe(transport.KindProbe, 0)
+			}
+		}
+	})
 }
 
 // mtuCheckInterval is how often the inner MTU is matched to the paths.
@@ -327,12 +464,39 @@ type ClientStatus struct {
 	MTU       int             `json:"mtu"`
 	Mode      string          `json:"mode"`
 	Paths     []PathStatus    `json:"paths"`
+	Budgets   []BudgetStatus  `json:"budgets,omitempty"`
 	Counters  CounterSnapshot `json:"counters"`
+	// Goroutines is the process's goroutine count and HeapLive the heap
+	// that the last garbage collection found live, for leak checks.
+	// GCCycles counts garbage collections, so a reader can tell whether
+	// HeapLive was measured after some event.
+	Goroutines int    `json:"goroutines"`
+	HeapLive   uint64 `json:"heap_live_bytes"`
+	GCCycles   uint64 `json:"gc_cycles"`
+}
+
+// gcStats reads the live heap after the last GC and the number of GCs
+// from runtime/metrics.
+func gcStats() (live, cycles uint64) {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		live = s[0].Value.Uint64()
+	}
+	if s[1].Value.Kind() == metrics.KindUint64 {
+		cycles = s[1].Value.Uint64()
+	}
+	return live, cycles
 }
 
 // Status returns the client's state.
 func (c *Client) Status() ClientStatus {
-	st := ClientStatus{Role: "client", Mode: string(c.opts.Mode), Paths: c.sess.pathStatus(), Counters: c.counters.Snapshot()}
+	st := ClientStatus{Role: "client", Mode: string(c.opts.Mode), Paths: c.sess.pathStatus(), Counters: c.counters.Snapshot(),
+		Goroutines: runtime.NumGoroutine()}
+	st.HeapLive, st.GCCycles = gcStats()
+	for _, m := range c.meterOrder {
+		st.Budgets = append(st.Budgets, m.status())
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.welcome != nil {

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 )
 
@@ -118,25 +117,8 @@ func (l *Leases) save() error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(l.path), 0o700); err != nil {
-		return err
+	if err := writeFileAtomic(l.path, data); err != nil {
+		return fmt.Errorf("lease file %s: %w", l.path, err)
 	}
-	// Write, sync and rename, so a crash leaves the old file or the new
-	// one, never half of one.
-	tmp := l.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("lease file %s: %w", tmp, err)
-	}
-	return os.Rename(tmp, l.path)
+	return nil
 }

@@ -107,6 +107,17 @@ type link struct {
 	peer      atomic.Pointer[transport.Report]
 
 	highestSeq atomic.Uint64 // highest data sequence number received on this path
+
+	// meter, on the client, counts the path's bytes against its uplink's
+	// data budget (nil without one); counted is how much of QUIC's
+	// totals it has been given and wireOverhead the IP and UDP header
+	// bytes per packet. Owned by the ticker (and run, after it).
+	meter        *meter
+	counted      uint64
+	wireOverhead uint64
+	// peerRestrict, on the concentrator, is the restriction the client
+	// reported for the path (see budget.go).
+	peerRestrict atomic.Int32
 }
 
 func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, c *Counters, log *slog.Logger) *link {
@@ -122,6 +133,10 @@ func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, 
 		probes:   make(chan [transport.HeaderLen]byte, probeQueueLen),
 	}
 	l.lastRecv.Store(monotime())
+	l.wireOverhead = 20 + 8
+	if a, ok := p.RemoteAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
+		l.wireOverhead = 40 + 8
+	}
 	l.probeEvery.Store(int64(probeInterval))
 	if hello.Metered && !probe {
 		// The client probes an idle metered path slowly: judge it by that.
@@ -135,7 +150,20 @@ func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, 
 // four probe intervals plus twice the RTT, so a probe and its echo have
 // had four chances; the RTT includes the queueing delay of a loaded path.
 func (l *link) deadAfter() int64 {
-	return max(int64(minDeadAfter), 4*l.probeEvery.Load()+2*l.rtt.Load())
+	every := l.probeEvery.Load()
+	if !l.probe && l.restriction() != restrictNone {
+		// The client probes a restricted path slowly while it is idle.
+		every = max(every, int64(meteredIdleProbe))
+	}
+	return max(int64(minDeadAfter), 4*every+2*l.rtt.Load())
+}
+
+// restriction is what the uplink's used-up data budget does to the path.
+func (l *link) restriction() restriction {
+	if l.meter != nil {
+		return restriction(l.meter.restrict.Load())
+	}
+	return restriction(l.peerRestrict.Load())
 }
 
 // keepSent is how long a sent datagram is kept for a resend: until the
@@ -152,24 +180,53 @@ func (l *link) alive(now int64) bool {
 	return now-l.lastRecv.Load() < l.deadAfter() || now < l.graceUntil.Load()
 }
 
-// state is the scheduler's view of the link.
-func (l *link) state(now int64) scheduler.PathState {
-	return scheduler.PathState{
+// state is the scheduler's view of the link for a packet that is
+// interactive or not. A used-up data budget restricts the path: as a
+// metered one (failover-only), for interactive packets only (the path is
+// down for the others), or not at all for data (block).
+func (l *link) state(now int64, interactive bool) scheduler.PathState {
+	st := scheduler.PathState{
 		Up:       l.alive(now),
 		Priority: l.hello.Priority,
 		Weight:   l.hello.Weight,
 		RTT:      time.Duration(l.rtt.Load()),
 		Queued:   len(l.queue),
 		QueueCap: cap(l.queue),
+		Metered:  l.hello.Metered,
 	}
+	switch l.restriction() {
+	case restrictFailover:
+		st.Metered = true
+	case restrictInteractive:
+		st.Up = st.Up && interactive
+	case restrictBlock:
+		st.Up = false
+	}
+	return st
 }
 
-// refresh updates RTT and MTU from QUIC's view of the path.
+// refresh updates RTT and MTU from QUIC's view of the path, and counts
+// its bytes against the uplink's budget.
 func (l *link) refresh() {
-	if rtt := l.path.Stats().SmoothedRTT; rtt > 0 {
-		l.rtt.Store(int64(rtt))
+	s := l.path.Stats()
+	if s.SmoothedRTT > 0 {
+		l.rtt.Store(int64(s.SmoothedRTT))
 	}
 	l.mtu.Store(int32(l.path.MaxDatagram() - transport.HeaderLen))
+	l.count(s)
+}
+
+// count gives the meter the bytes the path carried since the last call:
+// QUIC's UDP payload bytes both ways plus the IP and UDP headers.
+func (l *link) count(s transport.Stats) {
+	if l.meter == nil {
+		return
+	}
+	total := s.BytesSent + s.BytesReceived + l.wireOverhead*(s.PacketsSent+s.PacketsRecv)
+	if total > l.counted {
+		l.meter.add(total - l.counted)
+		l.counted = total
+	}
 }
 
 // run serves the link until its connection dies or ctx is done, then
@@ -195,6 +252,7 @@ func (l *link) run(ctx context.Context, ep endpoint) error {
 	close(l.stopped)
 	l.path.Close("path closed")
 	wg.Wait()
+	l.count(l.path.Stats()) // the last bytes, the close included
 	l.drain()
 	l.sent.trim(math.MaxInt64)
 	return context.Cause(ctx)
@@ -320,6 +378,9 @@ func (l *link) controlReader(ctx context.Context) error {
 		switch {
 		case m.Report != nil:
 			l.peer.Store(m.Report)
+			if l.meter == nil {
+				l.peerRestrict.Store(int32(parseRestriction(m.Report.Budget)))
+			}
 		case m.Paths != nil && !l.probe: // only a client tells of its paths
 			if s := l.sess.Load(); s != nil {
 				s.setPeerDown(m.Paths.Down)
@@ -342,6 +403,7 @@ func (l *link) ticker(ctx context.Context) error {
 	defer reports.Stop()
 	var seq, lastTx uint64
 	var lastProbe int64
+	told := restrictNone // the restriction the peer was last told of
 	for {
 		select {
 		case <-ticks.C:
@@ -359,9 +421,15 @@ func (l *link) ticker(ctx context.Context) error {
 				l.queueProbe(transport.KindProbe, seq)
 				lastProbe = now
 			}
+			if r := l.restriction(); r != told {
+				// Tell the concentrator at once, not at the next report.
+				told = r
+				if err := l.report(); err != nil {
+					return err
+				}
+			}
 		case <-reports.C:
-			r := &transport.Report{RxPackets: l.rxPackets.Load(), RxBytes: l.rxBytes.Load(), HighestSeq: l.highestSeq.Load()}
-			if err := l.path.WriteControl(&transport.Message{Report: r}); err != nil {
+			if err := l.report(); err != nil {
 				return err
 			}
 		case <-ctx.Done():
@@ -370,12 +438,23 @@ func (l *link) ticker(ctx context.Context) error {
 	}
 }
 
-// setProbeInterval probes an idle metered path slowly and any other path
-// fast. A path that starts carrying data is probed fast at once, and kept
-// alive until the fast probes had their four chances.
+// report tells the peer what this side received, and (from the client)
+// the restriction its budget puts on the path.
+func (l *link) report() error {
+	r := &transport.Report{RxPackets: l.rxPackets.Load(), RxBytes: l.rxBytes.Load(), HighestSeq: l.highestSeq.Load()}
+	if l.meter != nil {
+		r.Budget = l.restriction().String()
+	}
+	return l.path.WriteControl(&transport.Message{Report: r})
+}
+
+// setProbeInterval probes an idle metered (or budget-restricted) path
+// slowly and any other path fast. A path that starts carrying data is
+// probed fast at once, and kept alive until the fast probes had their
+// four chances.
 func (l *link) setProbeInterval(now int64, idle bool) {
 	every := int64(probeInterval)
-	if idle && l.hello.Metered {
+	if idle && (l.hello.Metered || l.restriction() != restrictNone) {
 		every = int64(meteredIdleProbe)
 	}
 	if old := l.probeEvery.Swap(every); old > every {
@@ -400,6 +479,9 @@ type PathStatus struct {
 	QUICRecvd  uint64        `json:"quic_packets_received"`
 	PeerRx     uint64        `json:"peer_rx_packets"` // what the peer says it received on this path
 	SilenceFor time.Duration `json:"silence_ns"`
+	// Budget is the restriction a used-up data budget puts on the path
+	// (failover-only, interactive-only or block); empty if none.
+	Budget string `json:"budget,omitempty"`
 }
 
 func (l *link) status() PathStatus {
@@ -420,6 +502,7 @@ func (l *link) status() PathStatus {
 		QUICLost:   qs.PacketsLost,
 		QUICRecvd:  qs.PacketsRecvd,
 		SilenceFor: time.Duration(now - l.lastRecv.Load()),
+		Budget:     l.restriction().String(),
 	}
 	if l.alive(now) {
 		st.State = "up"

@@ -122,7 +122,9 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	links := s.look(c)
-	pk := scheduler.Packet{Flow: packet.FlowHash(info, 0), Size: p.n}
+	interactive := isInteractive(p.packet(), info)
+	s.fillStates(links, monotime(), interactive)
+	pk := scheduler.Packet{Flow: packet.FlowHash(info, 0), Size: p.n, Interactive: interactive}
 	s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
 	wait := false
 	if len(s.picks) == 0 && anyUp(s.states) {
@@ -188,19 +190,15 @@ func (s *session) failover(c *Counters) {
 	s.look(c)
 }
 
-// look fills s.states from the links, resends the in-flight datagrams of
-// any that went down, and returns the links. s.sendMu is held.
+// look resends the in-flight datagrams of the links that went down since
+// the last look, and returns the links. s.sendMu is held.
 func (s *session) look(c *Counters) []*link {
 	links := *s.links.Load()
 	now := monotime()
-	s.states = s.states[:0]
 	for _, l := range links {
-		s.states = append(s.states, l.state(now))
-	}
-	for i, l := range links {
-		up := s.states[i].Up
+		up := l.alive(now) // not what a data budget allows: that is no failure
 		if l.wasUp && !up {
-			s.resend(links, l, c)
+			s.resend(links, l, now, c)
 		}
 		if l.wasUp != up && s.announce != nil {
 			select {
@@ -216,9 +214,8 @@ func (s *session) look(c *Counters) []*link {
 // resend sends again, on the paths the scheduler picks now, the datagrams
 // that dead sent in its last round trip before it went silent: those may
 // have died with it. They keep their sequence numbers, so the peer drops
-// the ones that did arrive. The caller has just filled s.states, in which
-// dead is down.
-func (s *session) resend(links []*link, dead *link, c *Counters) {
+// the ones that did arrive.
+func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 	since := dead.lastRecv.Load() - dead.rtt.Load()
 	s.resent = dead.sent.take(s.resent[:0], since)
 	stuck := false
@@ -233,7 +230,9 @@ func (s *session) resend(links []*link, dead *link, c *Counters) {
 			putBuffer(p.buf)
 			continue
 		}
-		s.picks = s.sched.Pick(s.picks[:0], scheduler.Packet{Flow: packet.FlowHash(&info, 0), Size: p.n}, s.states)
+		interactive := isInteractive(p.packet(), &info)
+		s.fillStates(links, now, interactive)
+		s.picks = s.sched.Pick(s.picks[:0], scheduler.Packet{Flow: packet.FlowHash(&info, 0), Size: p.n, Interactive: interactive}, s.states)
 		if len(s.picks) == 0 || p.n > int(links[s.picks[0]].mtu.Load()) {
 			putBuffer(p.buf)
 			continue
@@ -261,8 +260,9 @@ func (s *session) announcePaths(ctx context.Context, c *Counters) {
 		}
 		up, down = up[:0], down[:0]
 		s.sendMu.Lock()
-		for i, l := range s.look(c) {
-			if s.states[i].Up {
+		now := monotime()
+		for _, l := range s.look(c) {
+			if l.alive(now) {
 				up = append(up, l)
 			} else {
 				down = append(down, l.name)
@@ -280,6 +280,51 @@ func (s *session) announcePaths(ctx context.Context, c *Counters) {
 func (s *session) setPeerDown(names []string) {
 	for _, l := range *s.links.Load() {
 		l.peerDown.Store(slices.Contains(names, l.name))
+	}
+}
+
+// Interactive packets, which a path whose data budget is used up may
+// still carry with budget_action interactive-only (see budget.go).
+const (
+	dnsPort = 53
+	// maxInteractiveUDP is the largest UDP packet (IP header included)
+	// counted as interactive: voice frames, game state, keystrokes over
+	// QUIC, DNS; bulk transfers fill their packets.
+	maxInteractiveUDP = 200
+	tcpACK            = 0x10
+	tcpFIN            = 0x01
+	tcpRST            = 0x04
+)
+
+// isInteractive says whether a packet is latency-sensitive and small:
+// DNS (UDP or TCP, port 53 either way), UDP packets of at most
+// maxInteractiveUDP bytes, and pure TCP acknowledgements (no payload, no
+// SYN, FIN or RST), which keep the other direction of a transfer going.
+// It reads only what packet.Parse found, plus the TCP data offset.
+func isInteractive(b []byte, info *packet.Info) bool {
+	if info.Fragment {
+		return false
+	}
+	switch info.Proto {
+	case 17:
+		return info.Len <= maxInteractiveUDP || info.SrcPort == dnsPort || info.DstPort == dnsPort
+	case 6:
+		if info.SrcPort == dnsPort || info.DstPort == dnsPort {
+			return true
+		}
+		if info.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0 || info.TCPFlags&tcpACK == 0 || info.HdrLen+13 > len(b) {
+			return false
+		}
+		return info.Len == info.HdrLen+int(b[info.HdrLen+12]>>4)*4
+	}
+	return false
+}
+
+// fillStates puts the scheduler's view of links into s.states.
+func (s *session) fillStates(links []*link, now int64, interactive bool) {
+	s.states = s.states[:0]
+	for _, l := range links {
+		s.states = append(s.states, l.state(now, interactive))
 	}
 }
 

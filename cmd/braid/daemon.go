@@ -133,6 +133,7 @@ func runClient(ctx context.Context, cfg *config.Client) error {
 	for _, u := range cfg.Uplinks {
 		uplinks = append(uplinks, tunnel.Uplink{
 			Name: u.Name, Interface: u.Interface, Priority: u.Priority, Weight: u.Weight, Metered: u.Metered,
+			Budget: budget(u),
 			Resolve: func() (transport.DialConfig, error) {
 				src := u.Source
 				if !src.IsValid() {
@@ -153,7 +154,7 @@ func runClient(ctx context.Context, cfg *config.Client) error {
 	}()
 	client, err := tunnel.NewClient(tunnel.ClientOptions{
 		Device: dev, Uplinks: uplinks, Mode: scheduler.Mode(cfg.Mode), MTU: cfg.Tun.MTU, Configure: configure,
-		LinkEvents: events, Logger: log,
+		LinkEvents: events, UsageFile: cfg.UsageFile, Logger: log,
 	})
 	if err != nil {
 		dev.Close()
@@ -166,6 +167,15 @@ func runClient(ctx context.Context, cfg *config.Client) error {
 	}()
 	log.Info("client started", "tun", name, "concentrator", remote, "uplinks", len(uplinks), "mode", cfg.Mode)
 	return client.Run(ctx)
+}
+
+// budget is an uplink's data budget, or nil.
+func budget(u config.Uplink) *tunnel.Budget {
+	if u.Budget == 0 {
+		return nil
+	}
+	return &tunnel.Budget{Limit: uint64(u.Budget), Period: u.BudgetPeriod, StartDay: u.BudgetStartDay,
+		Action: u.BudgetAction, Warn: float64(u.BudgetWarn) / 100}
 }
 
 // resolve turns HOST:PORT into an address, once, at start.

@@ -89,8 +89,11 @@ func TestClientConfigErrors(t *testing.T) {
 func TestStatus(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "client.sock")
 	st := tunnel.ClientStatus{Role: "client", Name: "laptop", Session: 0xabc, MTU: 1394, Mode: "failover",
-		Paths:    []tunnel.PathStatus{{Name: "wifi", State: "up", TxPackets: 42}, {Name: "lte", State: "down"}},
-		Counters: tunnel.CounterSnapshot{"drop_spoofed": 3}}
+		Paths:    []tunnel.PathStatus{{Name: "wifi", State: "up", TxPackets: 42}, {Name: "lte", State: "up", Budget: "interactive-only"}},
+		Counters: tunnel.CounterSnapshot{"drop_spoofed": 3},
+		Budgets: []tunnel.BudgetStatus{{Uplink: "lte", LimitBytes: 10 << 30, UsedBytes: 10<<30 + 5, Period: "monthly",
+			PeriodStart: time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC), PeriodEnd: time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC),
+			Action: "interactive-only", State: "exhausted"}}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ready := make(chan error, 1)
@@ -106,14 +109,16 @@ func TestStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"client laptop", "wifi", "lte", "down", "42", "drop_spoofed=3"} {
+	for _, want := range []string{"client laptop", "wifi", "lte", "up (budget used: interactive-only)", "42", "drop_spoofed=3",
+		"exhausted", "10GiB", "100.0", "2026-11-03 00:00:00", "2026-12-03 00:00:00", "interactive-only"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}
 	}
 	out, err = braid(t, "status", "--json", "--socket", socket)
 	var got tunnel.ClientStatus
-	if err != nil || json.Unmarshal([]byte(out), &got) != nil || got.Paths[0].TxPackets != 42 {
+	if err != nil || json.Unmarshal([]byte(out), &got) != nil || got.Paths[0].TxPackets != 42 ||
+		len(got.Budgets) != 1 || got.Budgets[0].UsedBytes != 10<<30+5 || !got.Budgets[0].PeriodEnd.Equal(st.Budgets[0].PeriodEnd) {
 		t.Errorf("status --json = %q, %v", out, err)
 	}
 }

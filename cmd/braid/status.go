@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/braid-tunnel/braid/config"
 	"github.com/braid-tunnel/braid/tunnel"
 	"github.com/spf13/cobra"
 )
@@ -72,6 +73,7 @@ func printStatus(w io.Writer, raw []byte) error {
 		}
 		fmt.Fprintf(tw, "client %s  session %x  addresses %v  mtu %d  mode %s\n", st.Name, st.Session, st.Addresses, st.MTU, st.Mode)
 		printPaths(tw, st.Paths)
+		printBudgets(tw, st.Budgets)
 		printCounters(tw, st.Counters)
 	case "concentrator":
 		var st tunnel.ConcentratorStatus
@@ -98,8 +100,27 @@ func printPaths(w io.Writer, paths []tunnel.PathStatus) {
 	}
 	fmt.Fprintln(w, "  PATH\tSTATE\tRTT\tMTU\tTX PKTS\tTX BYTES\tRX PKTS\tRX BYTES\tLOST\tLOCAL\tREMOTE")
 	for _, p := range paths {
-		fmt.Fprintf(w, "  %s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.State, p.RTT.Round(100*time.Microsecond),
+		state := p.State
+		if p.Budget != "" {
+			state += " (budget used: " + p.Budget + ")"
+		}
+		fmt.Fprintf(w, "  %s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, state, p.RTT.Round(100*time.Microsecond),
 			p.MTU, p.TxPackets, p.TxBytes, p.RxPackets, p.RxBytes, p.QUICLost, p.Local, p.Remote)
+	}
+}
+
+func printBudgets(w io.Writer, budgets []tunnel.BudgetStatus) {
+	if len(budgets) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\n  BUDGET\tSTATE\tUSED\tOF\tUSED %\tPERIOD\tSTART\tEND\tWHEN USED UP")
+	for _, b := range budgets {
+		pct := 0.0
+		if b.LimitBytes > 0 {
+			pct = 100 * float64(b.UsedBytes) / float64(b.LimitBytes)
+		}
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\n", b.Uplink, b.State, config.Size(b.UsedBytes), config.Size(b.LimitBytes),
+			pct, b.Period, b.PeriodStart.Format(time.DateTime), b.PeriodEnd.Format(time.DateTime), b.Action)
 	}
 }
 
