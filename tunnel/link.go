@@ -32,11 +32,20 @@ const (
 	// into quic-go's own 32-datagram queue; a longer queue would only add
 	// delay under load.
 	sendQueueLen = 128
-	// maxQueueWait bounds how long the TUN reader waits for room when
-	// every live path's queue is full: a working path drains a full
-	// queue in well under this; one that stays full this long is stuck
-	// (silent until it is declared dead), and the packet is dropped.
-	maxQueueWait = 20 * time.Millisecond
+	// minQueueWait and maxQueueWait bound how long the TUN reader waits
+	// for room when every live path's queue is full: two round trips of
+	// the path (queueWait), since a sender held back by QUIC's congestion
+	// window gets room only as acknowledgements return. A path that
+	// stays full longer is stuck (silent until it is declared dead), and
+	// the packet is dropped.
+	minQueueWait = 20 * time.Millisecond
+	maxQueueWait = 250 * time.Millisecond
+	// maxResendWait bounds the time the TUN reader spends resending what
+	// a dead path had in flight: the surviving path may have to open its
+	// congestion window first (a round trip or two on a slow uplink), but
+	// what arrives later than this would only duplicate the inner
+	// transport's own retransmissions.
+	maxResendWait = 300 * time.Millisecond
 	// probeQueueLen bounds probes and echoes waiting for the sender; one
 	// is sent every probe interval, so more waiting means the path is
 	// saturated and a late echo says nothing new: it is dropped.
@@ -269,16 +278,25 @@ func (l *link) drain() {
 	}
 }
 
+// queueWait is how long the TUN reader may wait for room in the queue.
+func (l *link) queueWait() time.Duration {
+	return min(max(2*time.Duration(l.rtt.Load()), minQueueWait), maxQueueWait)
+}
+
 // enqueueWait queues p, waiting while the queue is full, but no longer
-// than maxQueueWait or the link's end. It reports whether p was queued;
-// if not, p is freed. t is the caller's timer, stopped.
-func (l *link) enqueueWait(p packetRef, t *time.Timer) bool {
+// than d or the link's end. It reports whether p was queued; if not, p is
+// freed. t is the caller's timer, stopped.
+func (l *link) enqueueWait(p packetRef, t *time.Timer, d time.Duration) bool {
 	select {
 	case l.queue <- p:
 		return true
 	default:
 	}
-	t.Reset(maxQueueWait)
+	if d <= 0 {
+		putBuffer(p.buf)
+		return false
+	}
+	t.Reset(d)
 	defer t.Stop()
 	select {
 	case l.queue <- p:

@@ -163,7 +163,7 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 			copy(ref.datagram(), p.datagram())
 		}
 		if k == 0 && wait {
-			queued = links[i].enqueueWait(ref, s.timer)
+			queued = links[i].enqueueWait(ref, s.timer, links[i].queueWait())
 			continue
 		}
 		select {
@@ -212,12 +212,22 @@ func (s *session) look(c *Counters) []*link {
 }
 
 // resend sends again, on the paths the scheduler picks now, the datagrams
-// that dead sent in its last round trip before it went silent: those may
-// have died with it. They keep their sequence numbers, so the peer drops
+// that dead sent in its last round trip before it went silent (those may
+// have died with it) and those still waiting in its queue. They keep their sequence numbers, so the peer drops
 // the ones that did arrive.
 func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 	since := dead.lastRecv.Load() - dead.rtt.Load()
 	s.resent = dead.sent.take(s.resent[:0], since)
+	// And what is still queued for it: a silent path's sender is stuck
+	// in QUIC's full send queue and will not get to them in time.
+	for len(dead.queue) > 0 {
+		select {
+		case p := <-dead.queue:
+			s.resent = append(s.resent, p)
+		default:
+		}
+	}
+	deadline := now + int64(maxResendWait)
 	stuck := false
 	for k, p := range s.resent {
 		s.resent[k] = packetRef{}
@@ -232,14 +242,17 @@ func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 		}
 		interactive := isInteractive(p.packet(), &info)
 		s.fillStates(links, now, interactive)
+		for i := range s.states {
+			s.states[i].QueueCap = 0 // full queues are waited for, below
+		}
 		s.picks = s.sched.Pick(s.picks[:0], scheduler.Packet{Flow: packet.FlowHash(&info, 0), Size: p.n, Interactive: interactive}, s.states)
 		if len(s.picks) == 0 || p.n > int(links[s.picks[0]].mtu.Load()) {
 			putBuffer(p.buf)
 			continue
 		}
 		// Wait for room as the reader does, but give up on the rest once
-		// a path stays full: they would come too late to help.
-		if links[s.picks[0]].enqueueWait(p, s.timer) {
+		// the burst takes too long: they would come too late to help.
+		if links[s.picks[0]].enqueueWait(p, s.timer, time.Duration(deadline-monotime())) {
 			c.Resent.Add(1)
 		} else {
 			stuck = true

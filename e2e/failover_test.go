@@ -1,0 +1,117 @@
+//go:build !race
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+var cutNames = map[Cut]string{LinkDown: "link-down", Blackhole: "blackhole"}
+
+// TestReportFailover measures what a user notices when the busy uplink
+// fails and comes back, in the shaped lab (50 Mbit/s 20 ms + 20 Mbit/s
+// 60 ms, failover mode): the longest stall of a TCP transfer, and the
+// longest gap and the loss of a 1000 packets/s UDP stream (the shape of a
+// call); then how long the restored uplink takes to carry traffic again.
+// It asserts only that the transfers are intact and the session and
+// restore happen; the figures are for the report (grep REPORT).
+func TestReportFailover(t *testing.T) {
+	requireRoot(t)
+	for _, how := range []Cut{LinkDown, Blackhole} {
+		t.Run(cutNames[how], func(t *testing.T) { reportFailover(t, how) })
+	}
+}
+
+func reportFailover(t *testing.T, how Cut) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := start(t, Options{Links: shaped})
+	before, err := e.ClientStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	wait := schedule(t, []step{
+		{2 * time.Second, func() error { return e.CutUplink(1, how) }},
+		{5 * time.Second, func() error { return e.RestoreUplink(1, how) }},
+	})
+	tcp := mustTransfer(t)(e.Transfer(ctx, 0, 7*time.Second, nil))
+	wait()
+	if err := e.WaitPaths(ctx, 2, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	var back time.Duration
+	wait = schedule(t, []step{
+		{2 * time.Second, func() error { return e.CutUplink(1, how) }},
+		{5 * time.Second, func() (err error) {
+			back, err = e.restoreAndWaitTraffic(ctx, 1, how)
+			return err
+		}},
+	})
+	call, err := e.Call(ctx, 1000, 7*time.Second)
+	wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	after, err := e.ClientStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Session != before.Session {
+		t.Errorf("session changed from %x to %x", before.Session, after.Session)
+	}
+	t.Logf("REPORT failover, busy uplink %s for 3 s: TCP longest stall %v (ending at %v, cut at 2 s, restored at 5 s); call 1000 pkt/s: %s; restored uplink carries traffic %v after it is usable",
+		cutNames[how], tcp.LongestStall.Round(time.Millisecond), tcp.StallEnd.Round(time.Millisecond), call, back.Round(time.Millisecond))
+}
+
+// restoreAndWaitTraffic restores uplink i and returns how long its path
+// then takes to carry data again (traffic must be flowing meanwhile).
+func (e *Env) restoreAndWaitTraffic(ctx context.Context, i int, how Cut) (time.Duration, error) {
+	name := fmt.Sprintf("isp%d", i)
+	tx := func() (uint64, error) {
+		st, err := e.ClientStatus()
+		if err != nil {
+			return 0, err
+		}
+		for _, p := range st.Paths {
+			if p.Name == name {
+				return p.TxPackets, nil
+			}
+		}
+		return 0, nil // not connected at the moment
+	}
+	start := time.Now()
+	if err := e.RestoreUplink(i, how); err != nil {
+		return 0, err
+	}
+	first, err := tx()
+	if err != nil {
+		return 0, err
+	}
+	// The path's counters are the event; polling them is the only way
+	// to see them from outside the process.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-tick.C:
+		}
+		n, err := tx()
+		if err != nil {
+			return 0, err
+		}
+		if n > first+10 { // data, not a stray packet
+			return time.Since(start), nil
+		}
+		if time.Since(start) > 10*time.Second {
+			return 0, fmt.Errorf("%s carries no traffic 10 s after it was restored", name)
+		}
+	}
+}
