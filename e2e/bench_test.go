@@ -35,8 +35,8 @@ import (
 // unshaped veth path (TopologyOptions{Direct: true}, uplink 2 cut): raw
 // TCP, userspace WireGuard (wireguard-go's device package, run by
 // e2e/cmd/wgpeer) and braid with one path, each carrying 1 and 8 TCP flows
-// in both directions; then the latency braid adds on the idle path, and
-// the concentrator's memory per idle client session.
+// in both directions; then the latency each tunnel adds on the idle path,
+// and the concentrator's memory per idle client session.
 //
 // Raw TCP runs between the client host and the concentrator host (nothing
 // else is reachable outside a tunnel). WireGuard and braid carry the same
@@ -91,6 +91,8 @@ func BenchmarkDataPath(b *testing.B) {
 			return e.TransferFlows(ctx, c.flows, c.dir, benchDuration)
 		})
 	}
+	var wgLat, braidLat [2]time.Duration
+	b.Run("latency/wireguard", func(b *testing.B) { wgLat[0], wgLat[1] = benchLatency(b, e, "wireguard") })
 	wg.stop() // its routes go with its devices
 
 	if err := e.StartConcentrator(); err != nil {
@@ -112,7 +114,7 @@ func BenchmarkDataPath(b *testing.B) {
 		})
 	}
 
-	b.Run("latency", func(b *testing.B) { benchLatency(b, e) })
+	b.Run("latency/braid", func(b *testing.B) { braidLat[0], braidLat[1] = benchLatency(b, e, "braid") })
 	b.Run("idle-sessions", func(b *testing.B) { benchIdleSessions(b, ctx, e) })
 
 	// A benchmark with sub-benchmarks prints no log of its own: the
@@ -123,6 +125,8 @@ func BenchmarkDataPath(b *testing.B) {
 		fmt.Printf("REPORT datapath %-16s raw TCP %6.0f | wireguard %6.0f (%.2f) | braid %6.0f (%.2f) | braid/wireguard %.2f\n",
 			c.name(), raw.mbits, w.mbits, w.cores, br.mbits, br.cores, br.mbits/w.mbits)
 	}
+	fmt.Printf("REPORT latency added on the idle path: wireguard p50 %v p99 %v | braid p50 %v p99 %v\n",
+		us(wgLat[0]), us(wgLat[1]), us(braidLat[0]), us(braidLat[1]))
 }
 
 // benchDuration is how long each throughput case runs.
@@ -350,13 +354,15 @@ const (
 	pingTimeout  = time.Second
 )
 
-func benchLatency(b *testing.B, e *Env) {
+// benchLatency pings through the tunnel that is up, named tunnel, and
+// outside it; it returns the added p50 and p99 round-trip times.
+func benchLatency(b *testing.B, e *Env, tunnel string) (add50, add99 time.Duration) {
 	// Bound to uplink 1's address, the client host's echoes leave by
 	// its source rule, ahead of braid's full-tunnel rules.
 	outside := newPinger(b, e.Topo.Client, e.Topo.ClientUplink1Addr, e.Topo.ConcAddr)
 	defer outside.close()
-	tunnel := newPinger(b, e.Topo.LANHost, netip.IPv4Unspecified(), e.Topo.ServerAddr)
-	defer tunnel.close()
+	inside := newPinger(b, e.Topo.LANHost, netip.IPv4Unspecified(), e.Topo.ServerAddr)
+	defer inside.close()
 	var out, in []time.Duration
 	lost := 0
 	tick := time.NewTicker(pingInterval)
@@ -366,7 +372,7 @@ func benchLatency(b *testing.B, e *Env) {
 		for _, p := range []struct {
 			p   *pinger
 			rtt *[]time.Duration
-		}{{outside, &out}, {tunnel, &in}} {
+		}{{outside, &out}, {inside, &in}} {
 			rtt, err := p.p.ping(uint16(i))
 			if err != nil {
 				lost++
@@ -380,12 +386,13 @@ func benchLatency(b *testing.B, e *Env) {
 	}
 	in50, in99 := percentile(in, 50), percentile(in, 99)
 	out50, out99 := percentile(out, 50), percentile(out, 99)
-	add50, add99 := in50-out50, in99-out99
+	add50, add99 = in50-out50, in99-out99
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(add50.Microseconds()), "µs-added-p50")
 	b.ReportMetric(float64(add99.Microseconds()), "µs-added-p99")
-	b.Logf("REPORT latency on the idle path (%d ICMP echoes each, every %v, %d lost): through braid p50 %v p99 %v; outside p50 %v p99 %v; added p50 %v p99 %v",
-		pings, pingInterval, lost, us(in50), us(in99), us(out50), us(out99), us(add50), us(add99))
+	b.Logf("REPORT latency on the idle path (%d ICMP echoes each, every %v, %d lost): through %s p50 %v p99 %v; outside p50 %v p99 %v; added p50 %v p99 %v",
+		pings, pingInterval, lost, tunnel, us(in50), us(in99), us(out50), us(out99), us(add50), us(add99))
+	return add50, add99
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/1e3) }
