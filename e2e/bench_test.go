@@ -24,8 +24,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 
 	"github.com/braid-tunnel/braid/e2e/lab"
 	"github.com/braid-tunnel/braid/transport"
@@ -38,11 +40,15 @@ import (
 // in both directions; then the latency each tunnel adds on the idle path,
 // and the concentrator's memory per idle client session.
 //
-// Raw TCP runs between the client host and the concentrator host (nothing
-// else is reachable outside a tunnel). WireGuard and braid carry the same
-// traffic, between the LAN host and the server: their peers are in the
-// client's and the concentrator's namespaces, over uplink 1, and they
-// route the LAN and the server's prefix. Run it as root:
+// Raw TCP runs first, between the client host and the concentrator host
+// (nothing else is reachable outside a tunnel). Then WireGuard and braid
+// are both up and carry the same traffic, between the LAN host and the
+// server: their peers are in the client's and the concentrator's
+// namespaces, over uplink 1. Policy rules, added and removed between
+// cases, send the server's prefix and the LAN through WireGuard; without
+// them braid's routes apply. So each case runs through WireGuard and
+// then at once through braid, and the ratio compares figures measured
+// seconds apart. Run it as root:
 //
 //	go test -run '^$' -bench DataPath -benchtime 1x ./e2e
 //
@@ -80,20 +86,10 @@ func BenchmarkDataPath(b *testing.B) {
 	results := map[string]caseResult{}
 
 	for _, c := range flowCases {
-		runCase(b, results, "raw", c, nil, func() (TransferResult, error) {
+		runCase(b, results, carrier{name: "raw"}, c, func() (TransferResult, error) {
 			return e.TransferRawFlows(ctx, c.flows, c.dir, benchDuration)
 		})
 	}
-
-	wg := startWireGuard(b, e)
-	for _, c := range flowCases {
-		runCase(b, results, "wireguard", c, wg.pids(), func() (TransferResult, error) {
-			return e.TransferFlows(ctx, c.flows, c.dir, benchDuration)
-		})
-	}
-	var wgLat, braidLat [2]time.Duration
-	b.Run("latency/wireguard", func(b *testing.B) { wgLat[0], wgLat[1] = benchLatency(b, e, "wireguard") })
-	wg.stop() // its routes go with its devices
 
 	if err := e.StartConcentrator(); err != nil {
 		b.Fatal(err)
@@ -108,13 +104,25 @@ func BenchmarkDataPath(b *testing.B) {
 		b.Fatal(err)
 	}
 	client, conc := e.PIDs()
-	for _, c := range flowCases {
-		runCase(b, results, "braid", c, []int{client, conc}, func() (TransferResult, error) {
-			return e.TransferFlows(ctx, c.flows, c.dir, benchDuration)
-		})
+	wg := startWireGuard(b, e)
+	transfer := func(c flowCase) func() (TransferResult, error) {
+		return func() (TransferResult, error) { return e.TransferFlows(ctx, c.flows, c.dir, benchDuration) }
 	}
-
+	viaWG := carrier{name: "wireguard", pids: wg.pids(), ns: e.Topo.Client, dev: "wg0"}
+	viaBraid := carrier{name: "braid", pids: []int{client, conc}, ns: e.Topo.Client, dev: "braid0"}
+	for _, c := range flowCases {
+		wg.route(b, true)
+		runCase(b, results, viaWG, c, transfer(c))
+		wg.route(b, false)
+		runCase(b, results, viaBraid, c, transfer(c))
+	}
+	var wgLat, braidLat [2]time.Duration
+	wg.route(b, true)
+	b.Run("latency/wireguard", func(b *testing.B) { wgLat[0], wgLat[1] = benchLatency(b, e, "wireguard") })
+	wg.route(b, false)
 	b.Run("latency/braid", func(b *testing.B) { braidLat[0], braidLat[1] = benchLatency(b, e, "braid") })
+	wg.stop()
+
 	b.Run("idle-sessions", func(b *testing.B) { benchIdleSessions(b, ctx, e) })
 
 	// A benchmark with sub-benchmarks prints no log of its own: the
@@ -156,17 +164,27 @@ type caseResult struct {
 	generator float64 // of this test process, which sends and receives
 }
 
-// runCase runs one throughput case as a sub-benchmark and records it.
-// pids are the tunnel's processes; nil measures the generator only.
-func runCase(b *testing.B, results map[string]caseResult, kind string, c flowCase, pids []int, run func() (TransferResult, error)) caseResult {
+// carrier is what carries a case: raw TCP or a tunnel.
+type carrier struct {
+	name string  // raw, wireguard or braid
+	pids []int   // the tunnel's processes; nil for raw TCP
+	ns   *lab.NS // where dev is
+	dev  string  // the tunnel's device on the client; "" for raw TCP
+}
+
+// runCase runs one throughput case as a sub-benchmark and records it. A
+// tunnel's device must have carried at least the bytes transferred, so a
+// case cannot silently take another path.
+func runCase(b *testing.B, results map[string]caseResult, via carrier, c flowCase, run func() (TransferResult, error)) caseResult {
 	var r caseResult
+	kind, pids := via.name, via.pids
 	name := kind + "/" + c.name()
 	b.Run(name, func(b *testing.B) {
 		self := []int{os.Getpid()}
 		var bytes int64
 		var wall, tunnelCPU, genCPU time.Duration
 		for range b.N {
-			tun0, gen0 := cpuTime(b, pids), cpuTime(b, self)
+			tun0, gen0, dev0 := cpuTime(b, pids), cpuTime(b, self), deviceBytes(b, via)
 			start := time.Now()
 			res, err := run()
 			if err != nil {
@@ -178,6 +196,9 @@ func runCase(b *testing.B, results map[string]caseResult, kind string, c flowCas
 			wall += time.Since(start)
 			tunnelCPU += cpuTime(b, pids) - tun0
 			genCPU += cpuTime(b, self) - gen0
+			if carried := deviceBytes(b, via) - dev0; via.dev != "" && carried < uint64(res.Bytes) {
+				b.Fatalf("%s: %s carried %d bytes of the %d transferred: the traffic took another path", name, via.dev, carried, res.Bytes)
+			}
 			bytes += res.Bytes
 			// Goodput over the receivers' time, as Transfer reports it.
 			r.mbits = float64(res.Bytes) * 8 / res.Duration.Seconds() / 1e6
@@ -203,6 +224,20 @@ func runCase(b *testing.B, results map[string]caseResult, kind string, c flowCas
 	})
 	results[name] = r
 	return r
+}
+
+// deviceBytes is what the carrier's device has received and sent (0 for
+// raw TCP).
+func deviceBytes(b *testing.B, via carrier) uint64 {
+	if via.dev == "" {
+		return 0
+	}
+	link, err := via.ns.Handle().LinkByName(via.dev)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := link.Attrs().Statistics
+	return st.RxBytes + st.TxBytes
 }
 
 // cpuTime sums utime+stime of the processes (all their threads).
@@ -239,15 +274,62 @@ var (
 
 const wgPort = 51820
 
+// WireGuard's routes live in wgTable, chosen by rules at wgRulePref, ahead
+// of braid's full-tunnel rules (at its table number, 7800) and the main
+// table.
+const (
+	wgTable    = 250
+	wgRulePref = 100
+	// braidMark is braid's default fwmark (config: fwmark): the client's
+	// WireGuard socket carries it, so braid's full-tunnel rules let its
+	// packets out by the main table instead of into braid's TUN.
+	braidMark = 0x7800
+)
+
 type wgPeers struct {
 	cmds []*exec.Cmd
 	done []chan struct{}
+	// rules route through WireGuard: in each namespace, to the far
+	// side's prefix.
+	rules []wgRule
+	on    bool
+}
+
+type wgRule struct {
+	ns  *lab.NS
+	dst netip.Prefix
+}
+
+// rule is `to DST lookup wgTable` at wgRulePref.
+func (r wgRule) rule() *netlink.Rule {
+	rule := netlink.NewRule()
+	rule.Family, rule.Priority, rule.Table = unix.AF_INET, wgRulePref, wgTable
+	rule.Dst = &net.IPNet{IP: r.dst.Addr().AsSlice(), Mask: net.CIDRMask(r.dst.Bits(), 32)}
+	return rule
+}
+
+// route adds (on) or removes the rules that send the LAN host's and the
+// server's traffic through WireGuard.
+func (w *wgPeers) route(b *testing.B, on bool) {
+	if on == w.on {
+		return
+	}
+	for _, r := range w.rules {
+		add := r.ns.Handle().RuleAdd
+		if !on {
+			add = r.ns.Handle().RuleDel
+		}
+		if err := add(r.rule()); err != nil {
+			b.Fatalf("%s: rule to %v (on: %v): %v", r.ns.Name, r.dst, on, err)
+		}
+	}
+	w.on = on
 }
 
 // startWireGuard runs a wgpeer in the client's namespace and one in the
 // concentrator's, peered over uplink 1 (the client dials the
-// concentrator's address, as braid does), routing the server's prefix
-// and the LAN through the tunnel as braid does.
+// concentrator's address, as braid does), with routes to the server's
+// prefix and the LAN in wgTable; route(true) puts them to use.
 func startWireGuard(b *testing.B, e *Env) *wgPeers {
 	bin := filepath.Join(e.Dir, "wgpeer")
 	build := exec.Command("go", "build", "-o", bin, "github.com/braid-tunnel/braid/e2e/cmd/wgpeer")
@@ -259,10 +341,10 @@ func startWireGuard(b *testing.B, e *Env) *wgPeers {
 	t := e.Topo
 	concConf := fmt.Sprintf("private_key=%s\nlisten_port=%d\nreplace_peers=true\npublic_key=%s\nallowed_ip=%s\nallowed_ip=%s\n",
 		hexKey(concKey.Bytes()), wgPort, hexKey(clientKey.PublicKey().Bytes()), netip.PrefixFrom(wgClientAddr.Addr(), 32), t.LANPrefix)
-	clientConf := fmt.Sprintf("private_key=%s\nreplace_peers=true\npublic_key=%s\nendpoint=%s\nallowed_ip=%s\nallowed_ip=%s\n",
-		hexKey(clientKey.Bytes()), hexKey(concKey.PublicKey().Bytes()), netip.AddrPortFrom(t.ConcAddr, wgPort),
+	clientConf := fmt.Sprintf("private_key=%s\nfwmark=%d\nreplace_peers=true\npublic_key=%s\nendpoint=%s\nallowed_ip=%s\nallowed_ip=%s\n",
+		hexKey(clientKey.Bytes()), braidMark, hexKey(concKey.PublicKey().Bytes()), netip.AddrPortFrom(t.ConcAddr, wgPort),
 		netip.PrefixFrom(wgConcAddr.Addr(), 32), t.ServerPrefix)
-	w := &wgPeers{}
+	w := &wgPeers{rules: []wgRule{{t.Client, t.ServerPrefix}, {t.Conc, t.LANPrefix}}}
 	b.Cleanup(w.stop)
 	for _, p := range []struct {
 		ns    *lab.NS
@@ -275,7 +357,7 @@ func startWireGuard(b *testing.B, e *Env) *wgPeers {
 		if err != nil {
 			b.Fatal(err)
 		}
-		cmd := exec.Command(bin, "-tun", "wg0", "-addr", p.addr.String(), "-route", p.route.String())
+		cmd := exec.Command(bin, "-tun", "wg0", "-addr", p.addr.String(), "-route", p.route.String(), "-table", strconv.Itoa(wgTable))
 		cmd.Stdin = strings.NewReader(p.conf)
 		cmd.Stderr = logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -330,8 +412,15 @@ func (w *wgPeers) pids() []int {
 	return pids
 }
 
-// stop ends the peers: SIGTERM, then SIGKILL after 5 s. Idempotent.
+// stop ends the peers: SIGTERM, then SIGKILL after 5 s; their routes go
+// with their devices, and their rules are removed. Idempotent.
 func (w *wgPeers) stop() {
+	if w.on {
+		for _, r := range w.rules {
+			r.ns.Handle().RuleDel(r.rule())
+		}
+		w.on = false
+	}
 	for i, c := range w.cmds {
 		c.Process.Signal(syscall.SIGTERM)
 		select {

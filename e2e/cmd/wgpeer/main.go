@@ -27,6 +27,7 @@ func main() {
 	name := flag.String("tun", "wg0", "TUN device name")
 	addr := flag.String("addr", "", "address of the TUN device, as a prefix (10.250.0.1/24)")
 	mtu := flag.Int("mtu", device.DefaultMTU, "MTU of the TUN device")
+	table := flag.Int("table", 0, "routing table for the routes (0: main)")
 	verbose := flag.Bool("v", false, "log WireGuard's verbose messages")
 	var routes []netip.Prefix
 	flag.Func("route", "a prefix to route through the TUN device (repeatable)", func(s string) error {
@@ -35,13 +36,13 @@ func main() {
 		return err
 	})
 	flag.Parse()
-	if err := run(*name, *addr, routes, *mtu, *verbose); err != nil {
+	if err := run(*name, *addr, routes, *table, *mtu, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "wgpeer:", err)
 		os.Exit(1)
 	}
 }
 
-func run(name, addr string, routes []netip.Prefix, mtu int, verbose bool) error {
+func run(name, addr string, routes []netip.Prefix, table, mtu int, verbose bool) error {
 	prefix, err := netip.ParsePrefix(addr)
 	if err != nil {
 		return fmt.Errorf("-addr: %w", err)
@@ -63,7 +64,7 @@ func run(name, addr string, routes []netip.Prefix, mtu int, verbose bool) error 
 	if err := wg.IpcSet(string(uapi)); err != nil {
 		return fmt.Errorf("configure: %w", err)
 	}
-	if err := configure(name, prefix, routes); err != nil {
+	if err := configure(name, prefix, routes, table); err != nil {
 		return err
 	}
 	if err := wg.Up(); err != nil {
@@ -80,8 +81,8 @@ func run(name, addr string, routes []netip.Prefix, mtu int, verbose bool) error 
 }
 
 // configure gives the TUN device its address, brings it up and routes
-// the prefixes through it.
-func configure(name string, prefix netip.Prefix, routes []netip.Prefix) error {
+// the prefixes through it, in table.
+func configure(name string, prefix netip.Prefix, routes []netip.Prefix, table int) error {
 	link, err := netlink.LinkByName(name)
 	if err != nil {
 		return err
@@ -93,8 +94,8 @@ func configure(name string, prefix netip.Prefix, routes []netip.Prefix) error {
 		return fmt.Errorf("bring %s up: %w", name, err)
 	}
 	for _, p := range routes {
-		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(p.Masked())}); err != nil {
-			return fmt.Errorf("route %v dev %s: %w", p, name, err)
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(p.Masked()), Table: table}); err != nil {
+			return fmt.Errorf("route %v dev %s table %d: %w", p, name, table, err)
 		}
 	}
 	return nil
