@@ -45,10 +45,11 @@ import (
 // are both up and carry the same traffic, between the LAN host and the
 // server: their peers are in the client's and the concentrator's
 // namespaces, over uplink 1. Policy rules, added and removed between
-// cases, send the server's prefix and the LAN through WireGuard; without
-// them braid's routes apply. So each case runs through WireGuard and
-// then at once through braid, and the ratio compares figures measured
-// seconds apart. Run it as root:
+// runs, send the server's prefix and the LAN through WireGuard; without
+// them braid's routes apply. Each case runs four times for half the
+// duration, through WireGuard, braid, braid and WireGuard, so that a load
+// that drifts during the case (the machine is shared) weighs on both
+// alike. Run it as root:
 //
 //	go test -run '^$' -bench DataPath -benchtime 1x ./e2e
 //
@@ -86,8 +87,21 @@ func BenchmarkDataPath(b *testing.B) {
 	results := map[string]caseResult{}
 
 	for _, c := range flowCases {
-		runCase(b, results, carrier{name: "raw"}, c, func() (TransferResult, error) {
-			return e.TransferRawFlows(ctx, c.flows, c.dir, benchDuration)
+		name := "raw/" + c.name()
+		b.Run(name, func(b *testing.B) {
+			var s sample
+			for range b.N {
+				s.add(measure(b, carrier{name: "raw"}, func() (TransferResult, error) {
+					return e.TransferRawFlows(ctx, c.flows, c.dir, benchDuration)
+				}))
+			}
+			r := s.result()
+			results[name] = r
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(r.mbits, "Mbit/s")
+			b.ReportMetric(r.generator, "cores")
+			b.Logf("REPORT datapath %s: %.0f Mbit/s, generator %.2f cores (the kernel's forwarding, mostly softirq, is not counted)",
+				name, r.mbits, r.generator)
 		})
 	}
 
@@ -105,16 +119,41 @@ func BenchmarkDataPath(b *testing.B) {
 	}
 	client, conc := e.PIDs()
 	wg := startWireGuard(b, e)
-	transfer := func(c flowCase) func() (TransferResult, error) {
-		return func() (TransferResult, error) { return e.TransferFlows(ctx, c.flows, c.dir, benchDuration) }
-	}
 	viaWG := carrier{name: "wireguard", pids: wg.pids(), ns: e.Topo.Client, dev: "wg0"}
 	viaBraid := carrier{name: "braid", pids: []int{client, conc}, ns: e.Topo.Client, dev: "braid0"}
 	for _, c := range flowCases {
-		wg.route(b, true)
-		runCase(b, results, viaWG, c, transfer(c))
-		wg.route(b, false)
-		runCase(b, results, viaBraid, c, transfer(c))
+		b.Run("tunnels/"+c.name(), func(b *testing.B) {
+			var sw, sb sample
+			for range b.N {
+				for _, via := range []carrier{viaWG, viaBraid, viaBraid, viaWG} {
+					wg.route(b, via.name == "wireguard")
+					s := measure(b, via, func() (TransferResult, error) {
+						return e.TransferFlows(ctx, c.flows, c.dir, benchDuration/2)
+					})
+					if via.name == "wireguard" {
+						sw.add(s)
+					} else {
+						sb.add(s)
+					}
+				}
+			}
+			w, br := sw.result(), sb.result()
+			results["wireguard/"+c.name()], results["braid/"+c.name()] = w, br
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(w.mbits, "wg-Mbit/s")
+			b.ReportMetric(w.cores, "wg-cores")
+			b.ReportMetric(br.mbits, "braid-Mbit/s")
+			b.ReportMetric(br.cores, "braid-cores")
+			b.ReportMetric(br.mbits/w.mbits, "braid/wg")
+			for _, x := range []struct {
+				name, who string
+				r         caseResult
+			}{{"wireguard", "wgpeer processes", w}, {"braid", "braid client+concentrator", br}} {
+				b.Logf("REPORT datapath %s/%s: %.0f Mbit/s, %.2f cores (%s), generator %.2f cores",
+					x.name, c.name(), x.r.mbits, x.r.cores, x.who, x.r.generator)
+			}
+			b.Logf("REPORT datapath %s: braid/wireguard %.2f", c.name(), br.mbits/w.mbits)
+		})
 	}
 	var wgLat, braidLat [2]time.Duration
 	wg.route(b, true)
@@ -160,7 +199,7 @@ var flowCases = []flowCase{{1, Upload}, {1, Download}, {8, Upload}, {8, Download
 
 type caseResult struct {
 	mbits     float64
-	cores     float64 // of the processes measured (the generator for raw TCP)
+	cores     float64 // of the tunnel's processes
 	generator float64 // of this test process, which sends and receives
 }
 
@@ -172,58 +211,51 @@ type carrier struct {
 	dev  string  // the tunnel's device on the client; "" for raw TCP
 }
 
-// runCase runs one throughput case as a sub-benchmark and records it. A
-// tunnel's device must have carried at least the bytes transferred, so a
-// case cannot silently take another path.
-func runCase(b *testing.B, results map[string]caseResult, via carrier, c flowCase, run func() (TransferResult, error)) caseResult {
-	var r caseResult
-	kind, pids := via.name, via.pids
-	name := kind + "/" + c.name()
-	b.Run(name, func(b *testing.B) {
-		self := []int{os.Getpid()}
-		var bytes int64
-		var wall, tunnelCPU, genCPU time.Duration
-		for range b.N {
-			tun0, gen0, dev0 := cpuTime(b, pids), cpuTime(b, self), deviceBytes(b, via)
-			start := time.Now()
-			res, err := run()
-			if err != nil {
-				b.Fatalf("%s: %v", name, err)
-			}
-			if !res.Intact {
-				b.Fatalf("%s: data damaged: %s", name, res)
-			}
-			wall += time.Since(start)
-			tunnelCPU += cpuTime(b, pids) - tun0
-			genCPU += cpuTime(b, self) - gen0
-			if carried := deviceBytes(b, via) - dev0; via.dev != "" && carried < uint64(res.Bytes) {
-				b.Fatalf("%s: %s carried %d bytes of the %d transferred: the traffic took another path", name, via.dev, carried, res.Bytes)
-			}
-			bytes += res.Bytes
-			// Goodput over the receivers' time, as Transfer reports it.
-			r.mbits = float64(res.Bytes) * 8 / res.Duration.Seconds() / 1e6
-		}
-		if b.N > 1 {
-			r.mbits = float64(bytes) * 8 / wall.Seconds() / 1e6
-		}
-		r.generator = genCPU.Seconds() / wall.Seconds()
-		r.cores = tunnelCPU.Seconds() / wall.Seconds()
-		who := map[string]string{"raw": "generator", "wireguard": "wgpeer processes", "braid": "braid client+concentrator"}[kind]
-		if pids == nil {
-			r.cores = r.generator
-		}
-		b.ReportMetric(0, "ns/op")
-		b.ReportMetric(r.mbits, "Mbit/s")
-		b.ReportMetric(r.cores, "cores")
-		ratio := ""
-		if w := results["wireguard/"+c.name()]; kind == "braid" && w.mbits > 0 {
-			ratio = fmt.Sprintf("; braid/wireguard %.2f", r.mbits/w.mbits)
-		}
-		b.Logf("REPORT datapath %s: %.0f Mbit/s, %.2f cores (%s), generator %.2f cores%s",
-			name, r.mbits, r.cores, who, r.generator, ratio)
-	})
-	results[name] = r
-	return r
+// sample adds up runs of one carrier in one case.
+type sample struct {
+	bytes       int64
+	dur, wall   time.Duration // receivers' time; wall time of the runs
+	tunnel, gen time.Duration // CPU time of the tunnel's processes, of the generator
+}
+
+func (s *sample) add(o sample) {
+	s.bytes += o.bytes
+	s.dur += o.dur
+	s.wall += o.wall
+	s.tunnel += o.tunnel
+	s.gen += o.gen
+}
+
+// result gives goodput over the receivers' time, as Transfer reports
+// it, and cores as CPU time over wall time.
+func (s sample) result() caseResult {
+	return caseResult{
+		mbits:     float64(s.bytes) * 8 / s.dur.Seconds() / 1e6,
+		cores:     s.tunnel.Seconds() / s.wall.Seconds(),
+		generator: s.gen.Seconds() / s.wall.Seconds(),
+	}
+}
+
+// measure runs one transfer through via. It fails the benchmark if the
+// data was damaged, or if the tunnel's device did not carry at least the
+// bytes transferred (the traffic took another path).
+func measure(b *testing.B, via carrier, run func() (TransferResult, error)) sample {
+	self := []int{os.Getpid()}
+	tun0, gen0, dev0 := cpuTime(b, via.pids), cpuTime(b, self), deviceBytes(b, via)
+	start := time.Now()
+	res, err := run()
+	if err != nil {
+		b.Fatalf("%s: %v", via.name, err)
+	}
+	if !res.Intact {
+		b.Fatalf("%s: data damaged: %s", via.name, res)
+	}
+	s := sample{bytes: res.Bytes, dur: res.Duration, wall: time.Since(start)}
+	s.tunnel, s.gen = cpuTime(b, via.pids)-tun0, cpuTime(b, self)-gen0
+	if carried := deviceBytes(b, via) - dev0; via.dev != "" && carried < uint64(res.Bytes) {
+		b.Fatalf("%s: %s carried %d bytes of the %d transferred: the traffic took another path", via.name, via.dev, carried, res.Bytes)
+	}
+	return s
 }
 
 // deviceBytes is what the carrier's device has received and sent (0 for
