@@ -53,9 +53,9 @@ import (
 //
 //	go test -run '^$' -bench DataPath -benchtime 1x ./e2e
 //
-// It prints one REPORT line per case and reports metrics per
+// It prints REPORT lines per case and a summary, and reports metrics per
 // sub-benchmark. It fails only if something breaks (a transfer damaged, a
-// tunnel not up), never on a figure. The ratios are the ones to read: the
+// tunnel not up, traffic that missed its tunnel), never on a figure. The ratios are the ones to read: the
 // machine is shared, so absolute figures move between runs.
 //
 // Cores used are CPU time (utime+stime from /proc/PID/stat) over wall
@@ -176,7 +176,8 @@ func BenchmarkDataPath(b *testing.B) {
 		us(wgLat[0]), us(wgLat[1]), us(braidLat[0]), us(braidLat[1]))
 }
 
-// benchDuration is how long each throughput case runs.
+// benchDuration is how long each throughput case runs through each
+// carrier (in two halves for the tunnels).
 const benchDuration = 5 * time.Second
 
 // idleSessions is how many idle client sessions the memory case opens.
