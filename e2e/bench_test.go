@@ -124,9 +124,11 @@ func BenchmarkDataPath(b *testing.B) {
 	for _, c := range flowCases {
 		b.Run("tunnels/"+c.name(), func(b *testing.B) {
 			var sw, sb sample
+			var loss braidLoss
 			for range b.N {
 				for _, via := range []carrier{viaWG, viaBraid, viaBraid, viaWG} {
 					wg.route(b, via.name == "wireguard")
+					before := braidCounts(b, e)
 					s := measure(b, via, func() (TransferResult, error) {
 						return e.TransferFlows(ctx, c.flows, c.dir, benchDuration/2)
 					})
@@ -134,6 +136,7 @@ func BenchmarkDataPath(b *testing.B) {
 						sw.add(s)
 					} else {
 						sb.add(s)
+						loss.add(braidCounts(b, e).minus(before))
 					}
 				}
 			}
@@ -153,6 +156,8 @@ func BenchmarkDataPath(b *testing.B) {
 					x.name, c.name(), x.r.mbits, x.r.cores, x.who, x.r.generator)
 			}
 			b.Logf("REPORT datapath %s: braid/wireguard %.2f", c.name(), br.mbits/w.mbits)
+			b.Logf("REPORT datapath braid/%s inner packets, both ways: %d datagrams sent on the path, %d (%.2f%%) of them not received (network or quic-go's receive queue); %d more dropped by braid's own queues before sending",
+				c.name(), loss.sent, loss.sent-min(loss.sent, loss.received), loss.lostPercent(), loss.dropped)
 		})
 	}
 	var wgLat, braidLat [2]time.Duration
@@ -257,6 +262,56 @@ func measure(b *testing.B, via carrier, run func() (TransferResult, error)) samp
 		b.Fatalf("%s: %s carried %d bytes of the %d transferred: the traffic took another path", via.name, via.dev, carried, res.Bytes)
 	}
 	return s
+}
+
+// braidLoss counts braid's data datagrams, both ways, and the packets
+// braid dropped from its own queues (drop_queue_full, drop_send_failed),
+// on both ends.
+type braidLoss struct{ sent, received, dropped uint64 }
+
+func (l *braidLoss) add(o braidLoss) {
+	l.sent += o.sent
+	l.received += o.received
+	l.dropped += o.dropped
+}
+
+func (l braidLoss) minus(o braidLoss) braidLoss {
+	return braidLoss{l.sent - o.sent, l.received - o.received, l.dropped - o.dropped}
+}
+
+func (l braidLoss) lostPercent() float64 {
+	if l.sent == 0 {
+		return 0
+	}
+	return float64(l.sent-min(l.sent, l.received)) * 100 / float64(l.sent)
+}
+
+// braidCounts reads the counters of the client and of its session on the
+// concentrator.
+func braidCounts(b *testing.B, e *Env) braidLoss {
+	cs, err := e.ClientStatus()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ss, err := e.ConcentratorStatus()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var l braidLoss
+	paths := cs.Paths
+	for _, c := range ss.Clients {
+		if c.Name == "branch" {
+			paths = append(paths, c.Paths...)
+		}
+	}
+	for _, p := range paths {
+		l.sent += p.TxPackets
+		l.received += p.RxPackets
+	}
+	for _, counters := range []map[string]uint64{cs.Counters, ss.Counters} {
+		l.dropped += counters["drop_queue_full"] + counters["drop_send_failed"]
+	}
+	return l
 }
 
 // deviceBytes is what the carrier's device has received and sent (0 for
