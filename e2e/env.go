@@ -6,6 +6,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,14 +36,20 @@ type Options struct {
 	// StrictRPFilter turns on strict reverse-path filtering in the
 	// client's namespace, as on RHEL-like hosts.
 	StrictRPFilter bool
+	// ExtraClients more identities are listed in the concentrator's
+	// config (named extra0, extra1, ...); their keys are in
+	// Env.ExtraKeys, for tests that open many sessions.
+	ExtraClients int
 }
 
 // Env is a running lab with braid in it.
 type Env struct {
 	Topo *lab.Topology
 	Dir  string // configs, keys, state, logs
-	bin  string
-	opts Options
+	// ExtraKeys are the private keys of Options.ExtraClients.
+	ExtraKeys []ed25519.PrivateKey
+	bin       string
+	opts      Options
 
 	conc, client *daemon
 	concSocket   string
@@ -95,11 +103,17 @@ func (e *Env) Up(ctx context.Context) error {
 	if err := e.StartConcentrator(); err != nil {
 		return err
 	}
-	var err error
-	if e.client, err = e.start(e.Topo.Client, "client", "client.yaml"); err != nil {
+	if err := e.StartClient(); err != nil {
 		return err
 	}
 	return e.WaitPaths(ctx, 2, 20*time.Second)
+}
+
+// StartClient starts the client, without waiting for its paths.
+func (e *Env) StartClient() error {
+	var err error
+	e.client, err = e.start(e.Topo.Client, "client", "client.yaml")
+	return err
 }
 
 // labPrefix starts the namespace names; the lab adds a random id.
@@ -126,6 +140,10 @@ func (e *Env) writeConfigs() error {
 	if e.opts.GracePeriod > 0 {
 		grace = fmt.Sprintf("grace_period: %s\n", e.opts.GracePeriod)
 	}
+	extra, err := e.extraClients()
+	if err != nil {
+		return err
+	}
 	t := e.Topo
 	conc := fmt.Sprintf(`listen: "%s"
 private_key_file: %s
@@ -144,8 +162,8 @@ clients:
     prefixes: [%s, "%s"]
   - name: other
     public_key: %s
-`, netip.AddrPortFrom(t.ConcAddr, ConcPort), filepath.Join(e.Dir, "concentrator.key"), filepath.Join(e.Dir, "leases.json"),
-		e.concSocket, grace, config.EncodePublicKey(clientPub), t.LANPrefix, t.LANPrefix6, config.EncodePublicKey(otherPub))
+%s`, netip.AddrPortFrom(t.ConcAddr, ConcPort), filepath.Join(e.Dir, "concentrator.key"), filepath.Join(e.Dir, "leases.json"),
+		e.concSocket, grace, config.EncodePublicKey(clientPub), t.LANPrefix, t.LANPrefix6, config.EncodePublicKey(otherPub), extra)
 	client := fmt.Sprintf(`concentrator: "%s"
 concentrator_public_key: %s
 private_key_file: %s
@@ -166,6 +184,36 @@ uplinks:
 		return err
 	}
 	return os.WriteFile(filepath.Join(e.Dir, "client.yaml"), []byte(client), 0o600)
+}
+
+// extraClients makes the keys of Options.ExtraClients and returns their
+// entries for the concentrator's clients list.
+func (e *Env) extraClients() (string, error) {
+	var b strings.Builder
+	for i := range e.opts.ExtraClients {
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return "", err
+		}
+		e.ExtraKeys = append(e.ExtraKeys, priv)
+		fmt.Fprintf(&b, "  - name: extra%d\n    public_key: %s\n", i, config.EncodePublicKey(pub))
+	}
+	return b.String(), nil
+}
+
+// ConcentratorPublicKey reads the concentrator's public key.
+func (e *Env) ConcentratorPublicKey() (ed25519.PublicKey, error) {
+	key, err := config.LoadPrivateKey(filepath.Join(e.Dir, "concentrator.key"))
+	if err != nil {
+		return nil, err
+	}
+	return key.Public().(ed25519.PublicKey), nil
+}
+
+// PIDs returns the process ids of the client and the concentrator (0 for
+// one that is not running).
+func (e *Env) PIDs() (client, concentrator int) {
+	return e.client.pid(), e.conc.pid()
 }
 
 // daemon is a braid process and the channel closed when it has exited.
@@ -316,6 +364,13 @@ func (e *Env) RSS() (client, concentrator int64, err error) {
 	}
 	concentrator, err = e.conc.rss()
 	return client, concentrator, err
+}
+
+func (d *daemon) pid() int {
+	if d == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
 }
 
 func (d *daemon) rss() (int64, error) {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/braid-tunnel/braid/e2e/lab"
@@ -126,6 +127,12 @@ func send(ctx context.Context, dial func(context.Context) (net.Conn, error), lim
 		return sendResult{err: err}
 	}
 	defer conn.Close()
+	return sendOn(conn, limit, dur)
+}
+
+// sendOn writes a pseudo-random stream on conn until limit bytes are sent
+// (limit > 0) or dur has passed (dur > 0) and returns its length and hash.
+func sendOn(conn net.Conn, limit int64, dur time.Duration) sendResult {
 	rng := rand.NewChaCha8([32]byte{42})
 	h := sha256.New()
 	buf := make([]byte, 32<<10)
@@ -181,4 +188,164 @@ func receive(conn net.Conn, during func(int64)) (TransferResult, [32]byte, error
 			return res, sum, err
 		}
 	}
+}
+
+// Direction says which end of a transfer sends: the host that dials or
+// the host that listens. Every transfer is dialed from the client's side
+// (the LAN host, or the client host outside the tunnel), since the ISPs'
+// NAT lets nothing in; a download is sent back on the dialed connection.
+type Direction int
+
+const (
+	Upload   Direction = iota // the dialing (client-side) host sends
+	Download                  // the listening (concentrator-side) host sends
+)
+
+func (d Direction) String() string {
+	if d == Download {
+		return "download"
+	}
+	return "upload"
+}
+
+// TransferFlows runs flows parallel TCP transfers for dur between the LAN
+// host and the server, through the tunnel, in direction dir. The result
+// adds up the flows' bytes over the longest flow's duration; it is intact
+// if every flow is (each flow is checked against its sender's hash).
+func (e *Env) TransferFlows(ctx context.Context, flows int, dir Direction, dur time.Duration) (TransferResult, error) {
+	return FlowsBetween(ctx, e.Topo.LANHost, e.Topo.Server, e.Topo.ServerAddr, flows, dir, dur)
+}
+
+// TransferRawFlows is TransferFlows outside the tunnel, between the client
+// host and the concentrator host over uplink 1 (see TransferRaw).
+func (e *Env) TransferRawFlows(ctx context.Context, flows int, dir Direction, dur time.Duration) (TransferResult, error) {
+	return FlowsBetween(ctx, e.Topo.Client, e.Topo.Conc, e.Topo.ConcAddr, flows, dir, dur)
+}
+
+// FlowsBetween runs flows parallel transfers for dur between a host in
+// namespace from, which dials, and a listener on addr in namespace to.
+func FlowsBetween(ctx context.Context, from, to *lab.NS, addr netip.Addr, flows int, dir Direction, dur time.Duration) (TransferResult, error) {
+	hostport := netip.AddrPortFrom(addr, transferPort).String()
+	var ln net.Listener
+	if err := to.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", hostport)
+		return err
+	}); err != nil {
+		return TransferResult{}, err
+	}
+	defer ln.Close()
+	dial := func(ctx context.Context) (net.Conn, error) {
+		var conn net.Conn
+		err := from.Do(func() error {
+			var err error
+			var d net.Dialer
+			conn, err = d.DialContext(ctx, "tcp", hostport)
+			return err
+		})
+		return conn, err
+	}
+	return runFlows(ctx, ln, dial, flows, dir, dur)
+}
+
+// runFlows connects flows pairs of connections, one at a time so that each
+// dialed end is known with its accepted end, then streams over all of them
+// at once.
+func runFlows(ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error), flows int, dir Direction, dur time.Duration) (TransferResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopAccept := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stopAccept()
+	var conns []net.Conn
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	defer closeAll()
+	type pair struct{ dialed, accepted net.Conn }
+	pairs := make([]pair, flows)
+	for i := range pairs {
+		type dialResult struct {
+			conn net.Conn
+			err  error
+		}
+		dialed := make(chan dialResult, 1)
+		go func() {
+			c, err := dial(ctx)
+			if err != nil {
+				cancel() // unblocks Accept
+			}
+			dialed <- dialResult{c, err}
+		}()
+		acc, aerr := ln.Accept()
+		d := <-dialed
+		for _, c := range []net.Conn{d.conn, acc} {
+			if c != nil {
+				conns = append(conns, c)
+			}
+		}
+		if d.err != nil {
+			return TransferResult{}, fmt.Errorf("flow %d: dial: %w", i, d.err)
+		}
+		if aerr != nil {
+			return TransferResult{}, fmt.Errorf("flow %d: accept: %w", i, aerr)
+		}
+		pairs[i] = pair{d.conn, acc}
+	}
+	stopAll := context.AfterFunc(ctx, closeAll)
+	defer stopAll()
+	results := make([]TransferResult, flows)
+	errs := make([]error, flows)
+	var wg sync.WaitGroup
+	for i, p := range pairs {
+		src, dst := p.dialed, p.accepted
+		if dir == Download {
+			src, dst = dst, src
+		}
+		wg.Go(func() {
+			results[i], errs[i] = stream(src, dst, dur)
+			if errs[i] != nil {
+				cancel() // a broken flow ends the others
+				errs[i] = fmt.Errorf("flow %d: %w", i, errs[i])
+			}
+		})
+	}
+	wg.Wait()
+	total := TransferResult{Intact: true}
+	for _, r := range results {
+		total.Bytes += r.Bytes
+		total.Duration = max(total.Duration, r.Duration)
+		if r.LongestStall > total.LongestStall {
+			total.LongestStall, total.StallEnd = r.LongestStall, r.StallEnd
+		}
+		total.Intact = total.Intact && r.Intact
+	}
+	return total, errors.Join(errs...)
+}
+
+// stream sends for dur on src and receives on dst, checking every byte.
+func stream(src, dst net.Conn, dur time.Duration) (TransferResult, error) {
+	sent := make(chan sendResult, 1)
+	go func() {
+		r := sendOn(src, 0, dur)
+		src.Close() // EOF for the receiver
+		if r.err != nil {
+			dst.Close()
+		}
+		sent <- r
+	}()
+	res, got, rerr := receive(dst, nil)
+	if rerr != nil {
+		src.Close() // the sender must not wait for a reader that is gone
+	}
+	s := <-sent
+	if s.err != nil {
+		return res, fmt.Errorf("sender: %w", s.err)
+	}
+	if rerr != nil {
+		return res, fmt.Errorf("receiver after %d bytes: %w", res.Bytes, rerr)
+	}
+	res.Intact = res.Bytes == s.bytes && got == s.sum
+	return res, nil
 }
