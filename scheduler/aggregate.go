@@ -2,8 +2,14 @@ package scheduler
 
 import "slices"
 
-// aggregate spreads packets over all usable paths in proportion to their
-// weights with nginx's smooth weighted round-robin: on each pick, every
+// aggregate sends each packet on the usable path where it is predicted to
+// arrive first (see arrival). That fills every path in proportion to its
+// rate, and a slow path gets a packet only when the fast one's queue has
+// grown so much that the slow path is quicker: a flow is never slowed by a
+// path that would deliver its packets later than the queue of a faster one.
+//
+// When some usable path has no rate estimate yet, it spreads packets over
+// all usable paths in proportion to their weights with nginx's smooth weighted round-robin: on each pick, every
 // usable path's current value grows by its weight, the path with the
 // largest current value wins and has the total of the weights subtracted.
 // The result is deterministic and evenly interleaved: with weights 3:1 the
@@ -18,12 +24,20 @@ type aggregate struct {
 	current []float64
 }
 
-func (a *aggregate) Pick(dst []int, _ Packet, paths []PathState) []int {
+func (a *aggregate) Pick(dst []int, p Packet, paths []PathState) []int {
+	metered := meteredAllowed(paths)
+	if allRated(paths, metered) {
+		return earliest(dst, p.Size, paths, metered, anyPath)
+	}
+	return a.roundRobin(dst, paths, metered)
+}
+
+// roundRobin is the smooth weighted round-robin pick.
+func (a *aggregate) roundRobin(dst []int, paths []PathState, metered bool) []int {
 	if len(a.current) != len(paths) {
 		a.reset(len(paths))
 	}
 	best, total := -1, 0.0
-	metered := meteredAllowed(paths)
 	for i := range paths {
 		s := &paths[i]
 		if !s.usable(metered) {
@@ -47,4 +61,52 @@ func (a *aggregate) Pick(dst []int, _ Packet, paths []PathState) []int {
 func (a *aggregate) reset(n int) {
 	a.current = slices.Grow(a.current[:0], n)[:n]
 	clear(a.current)
+}
+
+// allRated reports whether every usable path has a rate estimate.
+func allRated(paths []PathState, metered bool) bool {
+	for i := range paths {
+		if paths[i].usable(metered) && !(paths[i].Rate > 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// earliest appends the usable path that f admits where a packet of size
+// bytes is predicted to arrive first. Paths without a rate are not
+// candidates. Ties go to the lower index.
+func earliest(dst []int, size int, paths []PathState, metered bool, f filter) []int {
+	best, bestAt := -1, 0.0
+	for i := range paths {
+		s := &paths[i]
+		if !s.usable(metered) || !(s.Rate > 0) || !f.admits(s) {
+			continue
+		}
+		if at := s.arrival(size); best < 0 || at < bestAt {
+			best, bestAt = i, at
+		}
+	}
+	if best < 0 {
+		return dst
+	}
+	return append(dst, best)
+}
+
+// arrival predicts in how many seconds a packet of size bytes queued now
+// would reach the peer: half the smoothed RTT (the one-way delay, which
+// includes the queue in the network), plus the time to send what is
+// queued before it and itself at the path's delivery rate. Rate must be
+// positive.
+func (s *PathState) arrival(size int) float64 {
+	return s.RTT.Seconds()/2 + float64(s.backlog(size)+size)/s.Rate
+}
+
+// backlog is the number of bytes queued on the path: QueuedBytes when the
+// caller counts them, else Queued packets of size bytes each.
+func (s *PathState) backlog(size int) int {
+	if s.QueuedBytes > 0 {
+		return s.QueuedBytes
+	}
+	return s.Queued * size
 }

@@ -1,0 +1,173 @@
+package scheduler
+
+import "time"
+
+// auto keeps a flow on one good path and uses more only where that is
+// predicted to help, so that a flow never does worse than on the best
+// single path, which is what striping a TCP flow over unequal links
+// does (reordering reads as loss, and the slow link's delay becomes the
+// flow's). Per packet:
+//
+//  1. Candidates are the usable paths of the best Priority tier that has
+//     one (by default every uplink has Priority 0).
+//  2. An Interactive packet goes on the two lowest-RTT candidates when the
+//     second is useful: within maxDuplicateSpread of the first. A copy
+//     later than that misses any deadline an interactive packet has.
+//  3. Otherwise the flow's home is chosen among the good candidates by
+//     weighted rendezvous hashing, as in Flow: good means at least half
+//     the rate of the fastest candidate, base RTT within its spreadLimit,
+//     loss within goodLossMargin of its loss. Flows are spread over equal paths and
+//     stay put; a much slower, longer or lossier path carries no home.
+//  4. When the home path is saturated (its queue is building) and it has
+//     a rate estimate, the packet goes where it is predicted to arrive
+//     first among the home and the candidates whose base RTT is within
+//     spreadLimit of the home's and whose loss is at most maxSpillLoss.
+//     The home wins while its queue is short, so a second path is only
+//     used for what the first cannot carry.
+//
+// Without estimates, auto is Flow over the tier. It is stateless.
+type auto struct{}
+
+const (
+	// maxDuplicateSpread bounds how much later than the first copy the
+	// second may arrive and still be worth sending: ITU-T G.114 puts the
+	// one-way delay budget of a conversation at 150 ms.
+	maxDuplicateSpread = 150 * time.Millisecond
+	// minSpread is the least spreadLimit: RTTs within 50 ms of each other
+	// differ by less than a typical reorder hold and the jitter of a
+	// loaded access link.
+	minSpread = 50 * time.Millisecond
+	// goodLossMargin is how much lossier than the best path a home may
+	// be: TCP's rate goes as 1/sqrt(loss) (Mathis et al. 1997), so 1%
+	// more loss at least halves a flow on a clean path.
+	goodLossMargin = 0.01
+	// maxSpillLoss is the most loss a path may have to take a saturated
+	// flow's excess: packets lost there cost the whole flow a window
+	// reduction, which a few percent of extra capacity does not repay.
+	maxSpillLoss = 0.02
+	// saturatedFraction: a path whose queue is at least 1/8 full is
+	// saturated. A path that keeps up drains its queue between reads of
+	// the TUN; 16 of 128 packets waiting means the sender is behind.
+	saturatedFraction = 8
+	// saturatedPackets is the saturation threshold of an unbounded queue.
+	saturatedPackets = 16
+)
+
+func (auto) Pick(dst []int, p Packet, paths []PathState) []int {
+	metered := meteredAllowed(paths)
+	prio, ok := bestTier(paths, metered)
+	if !ok {
+		return dst
+	}
+	tier := filter{tier: true, prio: prio}
+	if p.Interactive {
+		if d := duplicate(dst, paths, metered, tier); len(d)-len(dst) == 2 {
+			return d
+		}
+	}
+	rated := allRatedIn(paths, metered, tier)
+	start := len(dst)
+	dst = weightedRendezvous(dst, p.Flow, paths, metered, rated, good(paths, metered, tier, rated))
+	if len(dst) == start {
+		return dst
+	}
+	home := &paths[dst[start]]
+	if !rated || !home.saturated() {
+		return dst
+	}
+	spill := tier
+	spill.maxRTT = spreadLimit(home.baseRTT())
+	spill.maxLoss = maxSpillLoss
+	if home.Loss > spill.maxLoss {
+		spill.maxLoss = home.Loss // the home itself stays a candidate
+	}
+	return earliest(dst[:start], p.Size, paths, metered, spill)
+}
+
+// duplicate appends the two lowest-RTT paths admitted by tier when the
+// second is useful, or just the first when it is not.
+func duplicate(dst []int, paths []PathState, metered bool, tier filter) []int {
+	start := len(dst)
+	dst = bestN(dst, 2, paths, metered, tier, byRTT) // one tier: Priority is equal
+	if len(dst)-start == 2 {
+		a, b := &paths[dst[start]], &paths[dst[start+1]]
+		if a.RTT > 0 && b.RTT-a.RTT > maxDuplicateSpread {
+			dst = dst[:start+1]
+		}
+	}
+	return dst
+}
+
+// bestTier returns the lowest Priority of a usable path.
+func bestTier(paths []PathState, metered bool) (prio int, ok bool) {
+	for i := range paths {
+		if s := &paths[i]; s.usable(metered) && (!ok || s.Priority < prio) {
+			prio, ok = s.Priority, true
+		}
+	}
+	return prio, ok
+}
+
+// good returns the filter for the paths of tier that may be a flow's home:
+// those with at least half the rate of the fastest path, a base RTT within
+// its spreadLimit and a loss within goodLossMargin of its loss. The
+// fastest path (the lowest base RTT among equals) always qualifies.
+func good(paths []PathState, metered bool, tier filter, rated bool) filter {
+	f := tier
+	if !rated {
+		return f
+	}
+	var ref *PathState
+	for i := range paths {
+		s := &paths[i]
+		if !s.usable(metered) || !tier.admits(s) {
+			continue
+		}
+		if ref == nil || s.Rate > ref.Rate || s.Rate == ref.Rate && rttKey(s.baseRTT()) < rttKey(ref.baseRTT()) {
+			ref = s
+		}
+	}
+	if ref == nil {
+		return f
+	}
+	f.minRate = ref.Rate / 2
+	if r := ref.baseRTT(); r > 0 {
+		f.maxRTT = spreadLimit(r)
+	}
+	f.maxLoss = ref.Loss + goodLossMargin
+	return f
+}
+
+// allRatedIn reports whether every usable path f admits has a rate.
+func allRatedIn(paths []PathState, metered bool, f filter) bool {
+	for i := range paths {
+		if s := &paths[i]; s.usable(metered) && f.admits(s) && !(s.Rate > 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// spreadLimit is the longest base RTT a path may have to share the work
+// of a path with base RTT rtt: twice rtt or minSpread more, whichever is
+// larger. Beyond it, the receiver's reorder hold would make the slower
+// path's delay the whole flow's.
+func spreadLimit(rtt time.Duration) time.Duration {
+	return max(2*rtt, rtt+minSpread)
+}
+
+// saturated reports whether the path's send queue is building.
+func (s *PathState) saturated() bool {
+	if s.QueueCap > 0 {
+		return s.Queued*saturatedFraction >= s.QueueCap
+	}
+	return s.Queued >= saturatedPackets
+}
+
+// baseRTT is the path's RTT without queueing: MinRTT when known, else RTT.
+func (s *PathState) baseRTT() time.Duration {
+	if s.MinRTT > 0 {
+		return s.MinRTT
+	}
+	return s.RTT
+}

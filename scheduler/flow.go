@@ -1,0 +1,77 @@
+package scheduler
+
+import (
+	"math"
+	"time"
+)
+
+// flow keeps each flow on one usable path, chosen by weighted rendezvous
+// hashing (Schindelhauer and Schomaker, "Weighted distributed hash
+// tables", 2005): path i scores w_i / -ln(u_i), u_i uniform in (0,1) from
+// the flow hash, and the flow takes the highest score. Each path gets a
+// share of flows proportional to its weight, and a path that leaves moves
+// only its own flows. It is stateless.
+//
+// The weights are the paths' estimated rates when every usable path has
+// one, else their configured Weight. Rates are rounded to quarter octaves
+// (steps of 19%) so that the small changes of a live estimate move no
+// flow; only a real change of capacity does.
+type flow struct{}
+
+func (flow) Pick(dst []int, p Packet, paths []PathState) []int {
+	metered := meteredAllowed(paths)
+	return weightedRendezvous(dst, p.Flow, paths, metered, allRated(paths, metered), anyPath)
+}
+
+// weightedRendezvous appends the usable path that f admits with the
+// highest weighted rendezvous score for flow. With rated, the weights are
+// the paths' rates, which must be positive.
+func weightedRendezvous(dst []int, flow uint64, paths []PathState, metered, rated bool, f filter) []int {
+	best, bestScore := -1, 0.0
+	for i := range paths {
+		s := &paths[i]
+		if !s.usable(metered) || !f.admits(s) {
+			continue
+		}
+		w := s.weight()
+		if rated {
+			w = quantise(s.Rate)
+		}
+		if score := w / -math.Log(unit(rendezvous(flow, i))); best < 0 || score > bestScore {
+			best, bestScore = i, score
+		}
+	}
+	if best < 0 {
+		return dst
+	}
+	return append(dst, best)
+}
+
+// unit maps a hash to a float64 uniform in the open interval (0, 1).
+func unit(h uint64) float64 {
+	return (float64(h>>11) + 0.5) / (1 << 53)
+}
+
+// quantise rounds a positive rate to a power of 2^(1/4).
+func quantise(rate float64) float64 {
+	return math.Exp2(math.Round(4*math.Log2(rate)) / 4)
+}
+
+// A filter admits the paths that are candidates for a decision. The zero
+// filter admits every path.
+type filter struct {
+	tier    bool // only paths of Priority prio
+	prio    int
+	minRate float64       // only paths with at least this Rate
+	maxRTT  time.Duration // if > 0, only paths with a baseRTT at most this
+	maxLoss  float64       // if > 0, only paths with at most this Loss
+}
+
+var anyPath filter
+
+func (f *filter) admits(s *PathState) bool {
+	return (!f.tier || s.Priority == f.prio) &&
+		(f.minRate <= 0 || s.Rate >= f.minRate) &&
+		(f.maxRTT <= 0 || s.baseRTT() <= f.maxRTT) &&
+		(f.maxLoss <= 0 || s.Loss <= f.maxLoss)
+}
