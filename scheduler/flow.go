@@ -64,7 +64,7 @@ type filter struct {
 	prio    int
 	minRate float64       // only paths with at least this Rate
 	maxRTT  time.Duration // if > 0, only paths with a baseRTT at most this
-	maxLoss  float64       // if > 0, only paths with at most this Loss
+	maxLoss float64       // if > 0, only paths with at most this Loss
 }
 
 var anyPath filter
