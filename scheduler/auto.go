@@ -14,9 +14,9 @@ import "time"
 //     second is useful: within maxDuplicateSpread of the first. A copy
 //     later than that misses any deadline an interactive packet has.
 //  3. Otherwise the flow's home is chosen among the good candidates by
-//     weighted rendezvous hashing, as in Flow: good means at least half
-//     the rate of the fastest candidate, base RTT within its spreadLimit,
-//     loss within goodLossMargin of its loss. Flows are spread over equal paths and
+//     weighted rendezvous hashing, as in Flow: good means loss within
+//     goodLossMargin of the lowest, and at least half the rate and a base
+//     RTT within the spreadLimit of the fastest such path. Flows are spread over equal paths and
 //     stay put; a much slower, longer or lossier path carries no home.
 //  4. When the home path is saturated (its queue is building) and it has
 //     a rate estimate, the packet goes where it is predicted to arrive
@@ -108,19 +108,27 @@ func bestTier(paths []PathState, metered bool) (prio int, ok bool) {
 	return prio, ok
 }
 
-// good returns the filter for the paths of tier that may be a flow's home:
-// those with at least half the rate of the fastest path, a base RTT within
-// its spreadLimit and a loss within goodLossMargin of its loss. The
-// fastest path (the lowest base RTT among equals) always qualifies.
+// good returns the filter for the paths of tier that may be a flow's home.
+// The reference is the fastest path among the least lossy (loss within
+// goodLossMargin of the lowest), the lowest base RTT among equals; a home
+// is as little lossy, has at least half the reference's rate and a base
+// RTT within its spreadLimit. The reference always qualifies.
 func good(paths []PathState, metered bool, tier filter, rated bool) filter {
 	f := tier
 	if !rated {
 		return f
 	}
+	minLoss := 1.0
+	for i := range paths {
+		if s := &paths[i]; s.usable(metered) && tier.admits(s) {
+			minLoss = min(minLoss, s.Loss)
+		}
+	}
+	f.maxLoss = minLoss + goodLossMargin
 	var ref *PathState
 	for i := range paths {
 		s := &paths[i]
-		if !s.usable(metered) || !tier.admits(s) {
+		if !s.usable(metered) || !f.admits(s) {
 			continue
 		}
 		if ref == nil || s.Rate > ref.Rate || s.Rate == ref.Rate && rttKey(s.baseRTT()) < rttKey(ref.baseRTT()) {
@@ -134,7 +142,6 @@ func good(paths []PathState, metered bool, tier filter, rated bool) filter {
 	if r := ref.baseRTT(); r > 0 {
 		f.maxRTT = spreadLimit(r)
 	}
-	f.maxLoss = ref.Loss + goodLossMargin
 	return f
 }
 
