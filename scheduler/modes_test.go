@@ -24,7 +24,7 @@ func queued(n int) func(*PathState) { return func(s *PathState) { s.Queued = n }
 func deep(n int) func(*PathState) {
 	return func(s *PathState) { s.Queued, s.QueueCap = n, 256 }
 }
-func metered(s *PathState)          { s.Metered = true }
+func metered(s *PathState) { s.Metered = true }
 func lossy(l float64) func(*PathState) {
 	return func(s *PathState) { s.Loss = l }
 }
