@@ -2,8 +2,8 @@ package scheduler
 
 import "slices"
 
-// aggregate sends each packet on the usable path where it is predicted to
-// arrive first (see arrival). That fills every path in proportion to its
+// aggregate sends each packet on the path where it is predicted to arrive
+// first (see arrival and earliest). That fills every path in proportion to its
 // rate, and a slow path gets a packet only when the fast one's queue has
 // grown so much that the slow path is quicker: a flow is never slowed by a
 // path that would deliver its packets later than the queue of a faster one.
@@ -26,8 +26,8 @@ type aggregate struct {
 
 func (a *aggregate) Pick(dst []int, p Packet, paths []PathState) []int {
 	metered := meteredAllowed(paths)
-	if allRated(paths, metered) {
-		return earliest(dst, p.Size, paths, metered, anyPath)
+	if f := (filter{full: true}); allRated(paths, metered, f) {
+		return earliest(dst, p.Size, paths, metered, f)
 	}
 	return a.roundRobin(dst, paths, metered)
 }
@@ -63,31 +63,35 @@ func (a *aggregate) reset(n int) {
 	clear(a.current)
 }
 
-// allRated reports whether every usable path has a rate estimate.
-func allRated(paths []PathState, metered bool) bool {
+// allRated reports whether every path f admits has a rate estimate.
+func allRated(paths []PathState, metered bool, f filter) bool {
 	for i := range paths {
-		if paths[i].usable(metered) && !(paths[i].Rate > 0) {
+		if s := &paths[i]; f.admits(s, metered) && !(s.Rate > 0) {
 			return false
 		}
 	}
 	return true
 }
 
-// earliest appends the usable path that f admits where a packet of size
-// bytes is predicted to arrive first. Paths without a rate are not
+// earliest appends the path that f admits where a packet of size bytes is
+// predicted to arrive first, or nothing if that path's queue is full (f
+// may admit full paths): every other path would deliver the packet later
+// than the full queue would, reordering it by more than a queue's worth,
+// so the packet is dropped, as a router drops at a full queue, and the
+// sender's congestion control slows down. Paths without a rate are not
 // candidates. Ties go to the lower index.
 func earliest(dst []int, size int, paths []PathState, metered bool, f filter) []int {
 	best, bestAt := -1, 0.0
 	for i := range paths {
 		s := &paths[i]
-		if !s.usable(metered) || !(s.Rate > 0) || !f.admits(s) {
+		if !f.admits(s, metered) || !(s.Rate > 0) {
 			continue
 		}
 		if at := s.arrival(size); best < 0 || at < bestAt {
 			best, bestAt = i, at
 		}
 	}
-	if best < 0 {
+	if best < 0 || paths[best].full() {
 		return dst
 	}
 	return append(dst, best)

@@ -8,24 +8,29 @@ import "time"
 // does (reordering reads as loss, and the slow link's delay becomes the
 // flow's). Per packet:
 //
-//  1. Candidates are the usable paths of the best Priority tier that has
-//     one (by default every uplink has Priority 0).
-//  2. An Interactive packet goes on the two lowest-RTT candidates when the
-//     second is useful: within maxDuplicateSpread of the first. A copy
-//     later than that misses any deadline an interactive packet has.
+//  1. Candidates are the paths that are up in the best Priority tier that
+//     has one (by default every uplink has Priority 0). A full queue does
+//     not take a path out: it is saturated, not gone.
+//  2. An Interactive packet goes on the two lowest-RTT candidates with
+//     room in their queue when the second is useful: within
+//     maxDuplicateSpread of the first. A copy later than that misses any
+//     deadline an interactive packet has.
 //  3. Otherwise the flow's home is chosen among the good candidates by
-//     weighted rendezvous hashing, as in Flow: good means loss within
-//     goodLossMargin of the lowest, and at least half the rate and a base
-//     RTT within the spreadLimit of the fastest such path. Flows are spread over equal paths and
-//     stay put; a much slower, longer or lossier path carries no home.
-//  4. When the home path is saturated (its queue is building) and it has
-//     a rate estimate, the packet goes where it is predicted to arrive
-//     first among the home and the candidates whose base RTT is within
-//     spreadLimit of the home's and whose loss is at most maxSpillLoss.
-//     The home wins while its queue is short, so a second path is only
-//     used for what the first cannot carry.
+//     weighted rendezvous hashing of the flow, as in Flow: good means loss
+//     within goodLossMargin of the lowest, and at least half the rate and
+//     a base RTT within the spreadLimit of the fastest such path. Flows
+//     are spread over equal paths and stay put; a much slower, longer or
+//     lossier path is no flow's home.
+//  4. When the home is saturated (its queue is building), the packet goes
+//     where it is predicted to arrive first among the home and the
+//     candidates whose base RTT is within spreadLimit of the home's and
+//     whose loss is at most maxSpillLoss, and is dropped if that is the
+//     home and its queue is full (see earliest). The home wins while its
+//     queue is short, so a second path carries only what the first cannot,
+//     and only when that reorders the flow by less than a queue's worth.
 //
-// Without estimates, auto is Flow over the tier. It is stateless.
+// Without rate estimates for every candidate, auto is Flow over the tier's
+// usable paths. It is stateless.
 type auto struct{}
 
 const (
@@ -65,22 +70,20 @@ func (auto) Pick(dst []int, p Packet, paths []PathState) []int {
 			return d
 		}
 	}
-	rated := allRatedIn(paths, metered, tier)
+	up := tier
+	up.full = true
+	if !allRated(paths, metered, up) {
+		return weightedRendezvous(dst, p.Flow, paths, metered, false, tier)
+	}
 	start := len(dst)
-	dst = weightedRendezvous(dst, p.Flow, paths, metered, rated, good(paths, metered, tier, rated))
-	if len(dst) == start {
+	dst = weightedRendezvous(dst, p.Flow, paths, metered, true, good(paths, metered, up))
+	home := &paths[dst[start]] // good admits at least one path
+	if !home.saturated() {
 		return dst
 	}
-	home := &paths[dst[start]]
-	if !rated || !home.saturated() {
-		return dst
-	}
-	spill := tier
+	spill := up
 	spill.maxRTT = spreadLimit(home.baseRTT())
-	spill.maxLoss = maxSpillLoss
-	if home.Loss > spill.maxLoss {
-		spill.maxLoss = home.Loss // the home itself stays a candidate
-	}
+	spill.maxLoss = max(maxSpillLoss, home.Loss) // the home stays a candidate
 	return earliest(dst[:start], p.Size, paths, metered, spill)
 }
 
@@ -98,10 +101,12 @@ func duplicate(dst []int, paths []PathState, metered bool, tier filter) []int {
 	return dst
 }
 
-// bestTier returns the lowest Priority of a usable path.
+// bestTier returns the lowest Priority of a path that is up (full or not:
+// a full tier is saturated, not gone).
 func bestTier(paths []PathState, metered bool) (prio int, ok bool) {
+	all := filter{full: true}
 	for i := range paths {
-		if s := &paths[i]; s.usable(metered) && (!ok || s.Priority < prio) {
+		if s := &paths[i]; all.admits(s, metered) && (!ok || s.Priority < prio) {
 			prio, ok = s.Priority, true
 		}
 	}
@@ -113,14 +118,11 @@ func bestTier(paths []PathState, metered bool) (prio int, ok bool) {
 // goodLossMargin of the lowest), the lowest base RTT among equals; a home
 // is as little lossy, has at least half the reference's rate and a base
 // RTT within its spreadLimit. The reference always qualifies.
-func good(paths []PathState, metered bool, tier filter, rated bool) filter {
+func good(paths []PathState, metered bool, tier filter) filter {
 	f := tier
-	if !rated {
-		return f
-	}
 	minLoss := 1.0
 	for i := range paths {
-		if s := &paths[i]; s.usable(metered) && tier.admits(s) {
+		if s := &paths[i]; tier.admits(s, metered) {
 			minLoss = min(minLoss, s.Loss)
 		}
 	}
@@ -128,7 +130,7 @@ func good(paths []PathState, metered bool, tier filter, rated bool) filter {
 	var ref *PathState
 	for i := range paths {
 		s := &paths[i]
-		if !s.usable(metered) || !f.admits(s) {
+		if !f.admits(s, metered) {
 			continue
 		}
 		if ref == nil || s.Rate > ref.Rate || s.Rate == ref.Rate && rttKey(s.baseRTT()) < rttKey(ref.baseRTT()) {
@@ -143,16 +145,6 @@ func good(paths []PathState, metered bool, tier filter, rated bool) filter {
 		f.maxRTT = spreadLimit(r)
 	}
 	return f
-}
-
-// allRatedIn reports whether every usable path f admits has a rate.
-func allRatedIn(paths []PathState, metered bool, f filter) bool {
-	for i := range paths {
-		if s := &paths[i]; s.usable(metered) && f.admits(s) && !(s.Rate > 0) {
-			return false
-		}
-	}
-	return true
 }
 
 // spreadLimit is the longest base RTT a path may have to share the work

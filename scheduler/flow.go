@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// flow keeps each flow on one usable path, chosen by weighted rendezvous
+// flow keeps each flow on one path, chosen by weighted rendezvous
 // hashing (Schindelhauer and Schomaker, "Weighted distributed hash
 // tables", 2005): path i scores w_i / -ln(u_i), u_i uniform in (0,1) from
 // the flow hash, and the flow takes the highest score. Each path gets a
@@ -20,17 +20,23 @@ type flow struct{}
 
 func (flow) Pick(dst []int, p Packet, paths []PathState) []int {
 	metered := meteredAllowed(paths)
-	return weightedRendezvous(dst, p.Flow, paths, metered, allRated(paths, metered), anyPath)
+	f := filter{full: true}
+	start := len(dst)
+	dst = weightedRendezvous(dst, p.Flow, paths, metered, allRated(paths, metered, f), f)
+	if len(dst) > start && paths[dst[start]].full() {
+		return dst[:start]
+	}
+	return dst
 }
 
-// weightedRendezvous appends the usable path that f admits with the
-// highest weighted rendezvous score for flow. With rated, the weights are
-// the paths' rates, which must be positive.
+// weightedRendezvous appends the path that f admits with the highest
+// weighted rendezvous score for flow. With rated, the weights are the
+// paths' rates, which must be positive.
 func weightedRendezvous(dst []int, flow uint64, paths []PathState, metered, rated bool, f filter) []int {
 	best, bestScore := -1, 0.0
 	for i := range paths {
 		s := &paths[i]
-		if !s.usable(metered) || !f.admits(s) {
+		if !f.admits(s, metered) {
 			continue
 		}
 		w := s.weight()
@@ -57,9 +63,12 @@ func quantise(rate float64) float64 {
 	return math.Exp2(math.Round(4*math.Log2(rate)) / 4)
 }
 
-// A filter admits the paths that are candidates for a decision. The zero
-// filter admits every path.
+// A filter admits the paths that are candidates for a decision: always
+// only paths that are Up and not Metered unless metered paths are allowed,
+// and by default only those whose queue is not full. The zero filter
+// admits every usable path.
 type filter struct {
+	full    bool // also paths whose queue is full
 	tier    bool // only paths of Priority prio
 	prio    int
 	minRate float64       // only paths with at least this Rate
@@ -69,8 +78,9 @@ type filter struct {
 
 var anyPath filter
 
-func (f *filter) admits(s *PathState) bool {
-	return (!f.tier || s.Priority == f.prio) &&
+func (f *filter) admits(s *PathState, metered bool) bool {
+	return s.Up && (!s.Metered || metered) && (f.full || !s.full()) &&
+		(!f.tier || s.Priority == f.prio) &&
 		(f.minRate <= 0 || s.Rate >= f.minRate) &&
 		(f.maxRTT <= 0 || s.baseRTT() <= f.maxRTT) &&
 		(f.maxLoss <= 0 || s.Loss <= f.maxLoss)

@@ -27,8 +27,8 @@ func (r redundant) Pick(dst []int, _ Packet, paths []PathState) []int {
 	return bestN(dst, r.n, paths, meteredAllowed(paths), anyPath, byPriorityRTT)
 }
 
-// bestN appends the n usable paths admitted by f that come first by less,
-// best first.
+// bestN appends the n paths admitted by f that come first by less, best
+// first.
 // It selects by repeated scans, which for the few paths of a session is
 // faster than sorting and allocates nothing.
 func bestN(dst []int, n int, paths []PathState, metered bool, f filter, less func(a, b *PathState) bool) []int {
@@ -36,7 +36,7 @@ func bestN(dst []int, n int, paths []PathState, metered bool, f filter, less fun
 	for range n {
 		best := -1
 		for i := range paths {
-			if !paths[i].usable(metered) || !f.admits(&paths[i]) || picked(dst[start:], i) {
+			if !f.admits(&paths[i], metered) || picked(dst[start:], i) {
 				continue
 			}
 			if best < 0 || less(&paths[i], &paths[best]) {

@@ -73,7 +73,12 @@ type PathState struct {
 // queue is not full, and it is unmetered or allowed to be used (metered
 // is true when no unmetered path is up).
 func (s *PathState) usable(metered bool) bool {
-	return s.Up && (s.QueueCap <= 0 || s.Queued < s.QueueCap) && (!s.Metered || metered)
+	return s.Up && !s.full() && (!s.Metered || metered)
+}
+
+// full reports whether the path's send queue is full.
+func (s *PathState) full() bool {
+	return s.QueueCap > 0 && s.Queued >= s.QueueCap
 }
 
 // meteredAllowed reports whether metered paths may carry traffic: only
