@@ -58,10 +58,23 @@ func unit(h uint64) float64 {
 	return (float64(h>>11) + 0.5) / (1 << 53)
 }
 
-// quantise rounds a positive rate to a power of 2^(1/4).
+// quantise rounds a positive rate to the nearest power of 2^(1/4) (in
+// the log domain): round(4*log2(rate))/4, without the transcendentals.
 func quantise(rate float64) float64 {
-	return math.Exp2(math.Round(4*math.Log2(rate)) / 4)
+	frac, exp := math.Frexp(rate) // rate = frac * 2^exp, frac in [0.5, 1)
+	k := 0
+	for k < len(quarterBounds) && frac >= quarterBounds[k] {
+		k++
+	}
+	return math.Ldexp(quarterSteps[k], exp)
 }
+
+// quarterSteps are 2^(-1+k/4), the quarter octaves of [0.5, 1]; a mantissa
+// rounds up to step k+1 from quarterBounds[k] = 2^(-1+(k+0.5)/4) on.
+var (
+	quarterSteps  = [5]float64{0.5, math.Exp2(-0.75), math.Exp2(-0.5), math.Exp2(-0.25), 1}
+	quarterBounds = [4]float64{math.Exp2(-0.875), math.Exp2(-0.625), math.Exp2(-0.375), math.Exp2(-0.125)}
+)
 
 // A filter admits the paths that are candidates for a decision: always
 // only paths that are Up and not Metered unless metered paths are allowed,

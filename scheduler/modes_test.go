@@ -209,3 +209,18 @@ func TestSpreadLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestQuantise(t *testing.T) {
+	for _, r := range []float64{1, 1.09, 1.091, 1.3, 1.5, 1.8, 1.9, 2, 3, 1e3, 6.25e6, 1.234567e8, 0.3} {
+		want := math.Exp2(math.Round(4*math.Log2(r)) / 4)
+		if got := quantise(r); math.Abs(got-want) > 1e-9*want {
+			t.Errorf("quantise(%v) = %v, want %v", r, got, want)
+		}
+	}
+	for r := 1.0; r < 1e9; r *= 1.0137 {
+		want := math.Exp2(math.Round(4*math.Log2(r)) / 4)
+		if got := quantise(r); math.Abs(got-want) > 1e-9*want {
+			t.Fatalf("quantise(%v) = %v, want %v", r, got, want)
+		}
+	}
+}

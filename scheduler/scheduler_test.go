@@ -86,33 +86,46 @@ func TestPickAppends(t *testing.T) {
 	}
 }
 
+// benchPaths are four paths, without estimates (as before the first
+// report) and with them.
+var benchPaths = map[string][]PathState{
+	"unrated": {up(0, 3), up(0, 1), up(1, 2), {Up: false}},
+	"rated": {
+		with(rated(0, 6.25e6, 20*ms), queued(20)), rated(0, 2.5e6, 60*ms),
+		with(rated(0, 1e6, 30*ms), metered), {Up: false},
+	},
+}
+
 func TestPickAllocs(t *testing.T) {
-	paths := []PathState{up(0, 3), up(0, 1), up(1, 2), {Up: false}}
-	for _, m := range []Mode{Failover, Aggregate} {
-		s, _ := New(m)
-		dst := make([]int, 0, len(paths))
-		var flow uint64
-		allocs := testing.AllocsPerRun(1000, func() {
-			flow++
-			dst = s.Pick(dst[:0], Packet{Flow: flow, Size: 1200}, paths)
-		})
-		if allocs != 0 {
-			t.Errorf("%s: Pick allocates %v times per run", m, allocs)
+	for name, paths := range benchPaths {
+		for _, m := range Modes {
+			s, _ := New(m)
+			dst := make([]int, 0, len(paths))
+			var flow uint64
+			allocs := testing.AllocsPerRun(1000, func() {
+				flow++
+				dst = s.Pick(dst[:0], Packet{Flow: flow, Size: 1200, Interactive: flow%4 == 0}, paths)
+			})
+			if allocs != 0 {
+				t.Errorf("%s, %s: Pick allocates %v times per run", m, name, allocs)
+			}
 		}
 	}
 }
 
 func BenchmarkPick(b *testing.B) {
-	paths := []PathState{up(0, 3), up(0, 1), up(1, 2), {Up: false}}
-	for _, m := range []Mode{Failover, Aggregate} {
-		b.Run(string(m), func(b *testing.B) {
-			s, _ := New(m)
-			dst := make([]int, 0, len(paths))
-			b.ReportAllocs()
-			for i := 0; b.Loop(); i++ {
-				dst = s.Pick(dst[:0], Packet{Flow: uint64(i), Size: 1200}, paths)
-			}
-		})
+	for _, name := range []string{"unrated", "rated"} {
+		paths := benchPaths[name]
+		for _, m := range Modes {
+			b.Run(string(m)+"/"+name, func(b *testing.B) {
+				s, _ := New(m)
+				dst := make([]int, 0, len(paths))
+				b.ReportAllocs()
+				for i := 0; b.Loop(); i++ {
+					dst = s.Pick(dst[:0], Packet{Flow: uint64(i), Size: 1200}, paths)
+				}
+			})
+		}
 	}
 }
 
