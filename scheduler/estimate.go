@@ -19,10 +19,10 @@ import "time"
 // backlog). Busy samples move the estimate by rateGain, so a path whose
 // capacity drops is followed within a few reports.
 //
-// Loss. Reports also give packets sent and delivered; once at least
-// minLossPackets were sent since the last loss sample, 1 - delivered/sent
-// over them is a sample, smoothed by lossGain (the first is believed). A quiet path keeps its
-// last estimate. Packets in
+// Loss. Reports also give packets delivered, to compare with those sent;
+// once at least minLossPackets were sent since the last loss sample,
+// 1 - delivered/sent over them is a sample, smoothed by lossGain (the
+// first is believed). A quiet path keeps its last estimate. Packets in
 // flight at a report count as lost in one sample and as delivered in the
 // next, so samples are not clamped (only the estimate is): the two cancel
 // in the average.

@@ -174,7 +174,7 @@ func (r *Reorder[T]) Push(out []T, now time.Duration, seq uint64, size int, v T)
 		r.next++ // in order with nothing held: the common case
 		return append(out, v)
 	}
-	out = r.makeRoom(out, now, seq, size)
+	out = r.makeRoom(out, seq, size)
 	if before(seq, r.next) { // the room made passed seq
 		r.stats.Late++
 		return append(out, v)
@@ -202,14 +202,14 @@ func (r *Reorder[T]) Push(out []T, now time.Duration, seq uint64, size int, v T)
 // whatever is held, and notes seq as released so that it leaves no gap.
 // It is for packets that need no ordering, such as those of a flow that
 // the sender kept on one path.
-func (r *Reorder[T]) Bypass(out []T, now time.Duration, seq uint64, v T) []T {
+func (r *Reorder[T]) Bypass(out []T, seq uint64, v T) []T {
 	if r.hold == 0 {
 		return r.pass(r.flush(out), seq, v)
 	}
 	if before(seq, r.next) {
 		return append(out, v)
 	}
-	out = r.makeRoom(out, now, seq, 0)
+	out = r.makeRoom(out, seq, 0)
 	if seq == r.next {
 		r.next++
 		return r.releaseRun(append(out, v))
@@ -248,7 +248,7 @@ func (r *Reorder[T]) Expire(out []T, now time.Duration) []T {
 
 // makeRoom releases from the front until a packet of size bytes with
 // sequence number seq fits within the ring and the budget.
-func (r *Reorder[T]) makeRoom(out []T, now time.Duration, seq uint64, size int) []T {
+func (r *Reorder[T]) makeRoom(out []T, seq uint64, size int) []T {
 	if seq-r.next >= uint64(len(r.ring)) {
 		r.stats.Overflows++
 		out = r.advance(out, seq-uint64(len(r.ring))+1)

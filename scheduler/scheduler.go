@@ -21,25 +21,36 @@
 //     of the flow hash, so a flow stays on one path while the tier's set of
 //     usable paths is stable, and only the flows of a path that leaves the
 //     tier move when it does.
-//   - [Aggregate]: every usable path carries packets. When every usable
-//     path has a rate estimate, each packet goes where it is predicted to
-//     arrive first (RTT/2 plus the path's queue and the packet at its
-//     delivery rate); otherwise packets are spread in proportion to Weight
-//     by smooth weighted round-robin (as in nginx). Priority is ignored.
-//     Packets of a flow may be reordered across paths; the receiver's
-//     [Window] drops duplicates and [Reorder] restores the order.
+//   - [Aggregate]: every path carries packets. When every path that is up
+//     has a rate estimate, each packet goes where it is predicted to arrive
+//     first (RTT/2 plus the path's queue and the packet at its delivery
+//     rate), and is dropped when that path's queue is full (any other path
+//     would reorder it by more than a full queue); otherwise packets are
+//     spread over the usable paths in proportion to Weight by smooth
+//     weighted round-robin (as in nginx). Priority is ignored. Packets of
+//     a flow may be reordered across paths; the receiver's [Window] drops
+//     duplicates and [Reorder] restores the order.
 //   - [Redundant]: each packet is sent on the N (default 2) best usable
 //     paths, lowest RTT first; the receiver keeps the first copy.
 //   - [Flow]: a flow stays on one path, chosen by weighted rendezvous
 //     hashing of the flow hash with the paths' estimated rates (or Weight)
-//     as weights: only the flows of a path that goes away move.
+//     as weights: only the flows of a path that goes down move. A packet
+//     whose path's queue is full is dropped, not moved.
 //   - [Auto]: a flow stays on one good path (as Flow, among the paths close
 //     to the best one) unless that path is saturated and another path
 //     close in RTT would deliver the packet earlier; Interactive packets
 //     are duplicated on the two lowest-latency paths when a second one is
 //     useful. A flow thus does no worse than on the best single path.
 //
-// [Multi] combines a [Classifier] with one Scheduler per traffic class.
+// [Multi] combines a [Classifier] with one Scheduler per traffic class;
+// [IsInteractive] is the default rule for Interactive packets.
+//
+// Sender side, per path, an [Estimator] turns what was sent, RTT samples
+// and the peer's reports into the Rate, RTT, MinRTT, Jitter and Loss of
+// the path's PathState. Receiver side, per session, a [Window] drops
+// duplicates and a [Reorder] buffer restores the order of what passes it,
+// holding a gap for at most a hold time derived from the paths' RTT
+// spread and jitter ([HoldFor]), within a byte budget.
 //
 // Paths are identified by their index in the snapshot. Schedulers keep
 // per-index state, which is reset when the number of paths changes.
