@@ -5,7 +5,8 @@ import "time"
 // Estimator measures one path without configuration: its delivery rate,
 // RTT (smoothed, minimum and variation) and loss rate. The sender of a
 // path feeds it what it sends (OnSent), the RTT samples it gets (OnRTT,
-// from QUIC's statistics or probe echoes) and the peer's periodic reports
+// e.g. from probe echoes, or SetRTT with QUIC's own estimates) and the
+// peer's periodic reports
 // of what it received on the path (OnReport, cumulative counters, as on
 // braid's control stream). Fill copies the estimates into a [PathState].
 //
@@ -170,6 +171,18 @@ func (e *Estimator) OnRTT(now, sample time.Duration) {
 	}
 	e.rttvar = (3*e.rttvar + d) / 4
 	e.srtt = (7*e.srtt + sample) / 8
+}
+
+// SetRTT replaces the RTT estimates with a transport's own: QUIC keeps
+// the same three (RFC 9002 section 5) from every ACK, which is better
+// than sampling them again. Zero values are ignored.
+func (e *Estimator) SetRTT(smoothed, minimum, variation time.Duration) {
+	if smoothed > 0 {
+		e.srtt, e.rttvar = smoothed, max(variation, 0)
+	}
+	if minimum > 0 {
+		e.minRTT = minimum
+	}
 }
 
 // Rate is the estimated delivery rate in bytes/s, at most Cap; 0 if

@@ -168,6 +168,19 @@ func TestEstimatorLoss(t *testing.T) {
 	}
 }
 
+func TestEstimatorSetRTT(t *testing.T) {
+	var e Estimator
+	e.OnRTT(0, 50*ms)
+	e.SetRTT(30*ms, 20*ms, 4*ms)
+	if e.RTT() != 30*ms || e.MinRTT() != 20*ms || e.Jitter() != 4*ms {
+		t.Errorf("after SetRTT: %v %v %v", e.RTT(), e.MinRTT(), e.Jitter())
+	}
+	e.SetRTT(0, 0, 0)
+	if e.RTT() != 30*ms || e.MinRTT() != 20*ms {
+		t.Errorf("zeros were not ignored: %v %v", e.RTT(), e.MinRTT())
+	}
+}
+
 func TestEstimatorFill(t *testing.T) {
 	var e Estimator
 	s := PathState{RTT: 7 * ms}
