@@ -3,15 +3,17 @@ package scheduler
 import "slices"
 
 // aggregate sends each packet on the path where it is predicted to arrive
-// first (see arrival and earliest). That fills every path in proportion to its
-// rate, and a slow path gets a packet only when the fast one's queue has
-// grown so much that the slow path is quicker: a flow is never slowed by a
-// path that would deliver its packets later than the queue of a faster one.
+// first (see arrival and earliest). That fills every path in proportion
+// to its rate, and a slow path gets a packet only when the fast one's
+// queue has grown so much that the slow path is quicker: a flow is never
+// slowed by a path that would deliver its packets later than the queue of
+// a faster one.
 //
-// When some usable path has no rate estimate yet, it spreads packets over
-// all usable paths in proportion to their weights with nginx's smooth weighted round-robin: on each pick, every
-// usable path's current value grows by its weight, the path with the
-// largest current value wins and has the total of the weights subtracted.
+// When some path that is up has no rate estimate yet, it spreads packets
+// over the usable paths in proportion to their weights with nginx's smooth
+// weighted round-robin: on each pick, every usable path's current value
+// grows by its weight, the path with the largest current value wins and
+// has the total of the weights subtracted.
 // The result is deterministic and evenly interleaved: with weights 3:1 the
 // sequence is a a b a, a a b a, ...
 //

@@ -18,7 +18,7 @@ func ExampleEstimator() {
 		e.OnSent(1250, true) // sent, with more waiting behind it
 	}
 	e.SetRTT(30*time.Millisecond, 25*time.Millisecond, 2*time.Millisecond) // QUIC's estimates
-	e.OnReport(start+time.Second, 1250*990, 990)                            // the peer got 990 of them
+	e.OnReport(start+time.Second, 1250*990, 990)                           // the peer got 990 of them
 
 	st := scheduler.PathState{Up: true, QueueCap: 128}
 	e.Fill(&st)

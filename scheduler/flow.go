@@ -1,9 +1,6 @@
 package scheduler
 
-import (
-	"math"
-	"time"
-)
+import "math"
 
 // flow keeps each flow on one path, chosen by weighted rendezvous
 // hashing (Schindelhauer and Schomaker, "Weighted distributed hash
@@ -12,8 +9,8 @@ import (
 // share of flows proportional to its weight, and a path that leaves moves
 // only its own flows. It is stateless.
 //
-// The weights are the paths' estimated rates when every usable path has
-// one, else their configured Weight. Rates are rounded to quarter octaves
+// The weights are the paths' estimated rates when every path that is up
+// has one, else their configured Weight. Rates are rounded to quarter octaves
 // (steps of 19%) so that the small changes of a live estimate move no
 // flow; only a real change of capacity does.
 type flow struct{}
@@ -75,26 +72,3 @@ var (
 	quarterSteps  = [5]float64{0.5, math.Exp2(-0.75), math.Exp2(-0.5), math.Exp2(-0.25), 1}
 	quarterBounds = [4]float64{math.Exp2(-0.875), math.Exp2(-0.625), math.Exp2(-0.375), math.Exp2(-0.125)}
 )
-
-// A filter admits the paths that are candidates for a decision: always
-// only paths that are Up and not Metered unless metered paths are allowed,
-// and by default only those whose queue is not full. The zero filter
-// admits every usable path.
-type filter struct {
-	full    bool // also paths whose queue is full
-	tier    bool // only paths of Priority prio
-	prio    int
-	minRate float64       // only paths with at least this Rate
-	maxRTT  time.Duration // if > 0, only paths with a baseRTT at most this
-	maxLoss float64       // if > 0, only paths with at most this Loss
-}
-
-var anyPath filter
-
-func (f *filter) admits(s *PathState, metered bool) bool {
-	return s.Up && (!s.Metered || metered) && (f.full || !s.full()) &&
-		(!f.tier || s.Priority == f.prio) &&
-		(f.minRate <= 0 || s.Rate >= f.minRate) &&
-		(f.maxRTT <= 0 || s.baseRTT() <= f.maxRTT) &&
-		(f.maxLoss <= 0 || s.Loss <= f.maxLoss)
-}

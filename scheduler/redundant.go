@@ -24,7 +24,7 @@ func NewRedundant(n int) Scheduler {
 }
 
 func (r redundant) Pick(dst []int, _ Packet, paths []PathState) []int {
-	return bestN(dst, r.n, paths, meteredAllowed(paths), anyPath, byPriorityRTT)
+	return bestN(dst, r.n, paths, meteredAllowed(paths), usablePath, byPriorityRTT)
 }
 
 // bestN appends the n paths admitted by f that come first by less, best

@@ -92,6 +92,29 @@ func (s *PathState) full() bool {
 	return s.QueueCap > 0 && s.Queued >= s.QueueCap
 }
 
+// A filter admits the paths that are candidates for a decision: always
+// only paths that are Up and not Metered unless metered paths are allowed,
+// and by default only those whose queue is not full. The zero filter
+// admits every usable path.
+type filter struct {
+	full    bool // also paths whose queue is full
+	tier    bool // only paths of Priority prio
+	prio    int
+	minRate float64       // only paths with at least this Rate
+	maxRTT  time.Duration // if > 0, only paths with a baseRTT at most this
+	maxLoss float64       // if > 0, only paths with at most this Loss
+}
+
+var usablePath filter
+
+func (f *filter) admits(s *PathState, metered bool) bool {
+	return s.Up && (!s.Metered || metered) && (f.full || !s.full()) &&
+		(!f.tier || s.Priority == f.prio) &&
+		(f.minRate <= 0 || s.Rate >= f.minRate) &&
+		(f.maxRTT <= 0 || s.baseRTT() <= f.maxRTT) &&
+		(f.maxLoss <= 0 || s.Loss <= f.maxLoss)
+}
+
 // meteredAllowed reports whether metered paths may carry traffic: only
 // when no unmetered path is up.
 func meteredAllowed(paths []PathState) bool {
