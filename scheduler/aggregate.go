@@ -29,7 +29,7 @@ type aggregate struct {
 func (a *aggregate) Pick(dst []int, p Packet, paths []PathState) []int {
 	metered := meteredAllowed(paths)
 	if f := (filter{full: true}); allRated(paths, metered, f) {
-		return earliest(dst, p.Size, paths, metered, f)
+		return earliest(dst, p.Size, paths, metered, f, 0)
 	}
 	return a.roundRobin(dst, paths, metered)
 }
@@ -80,16 +80,24 @@ func allRated(paths []PathState, metered bool, f filter) bool {
 // may admit full paths): every other path would deliver the packet later
 // than the full queue would, reordering it by more than a queue's worth,
 // so the packet is dropped, as a router drops at a full queue, and the
-// sender's congestion control slows down. Paths without a rate are not
-// candidates. Ties go to the lower index.
-func earliest(dst []int, size int, paths []PathState, metered bool, f filter) []int {
+// sender's congestion control slows down. A path without a rate is taken
+// to have rate assume, or is no candidate if assume is 0. Ties go to the
+// lower index.
+func earliest(dst []int, size int, paths []PathState, metered bool, f filter, assume float64) []int {
 	best, bestAt := -1, 0.0
 	for i := range paths {
 		s := &paths[i]
-		if !f.admits(s, metered) || !(s.Rate > 0) {
+		if !f.admits(s, metered) {
 			continue
 		}
-		if at := s.arrival(size); best < 0 || at < bestAt {
+		rate := s.Rate
+		if !(rate > 0) {
+			rate = assume
+		}
+		if !(rate > 0) {
+			continue
+		}
+		if at := s.arrival(size, rate); best < 0 || at < bestAt {
 			best, bestAt = i, at
 		}
 	}
@@ -102,10 +110,9 @@ func earliest(dst []int, size int, paths []PathState, metered bool, f filter) []
 // arrival predicts in how many seconds a packet of size bytes queued now
 // would reach the peer: half the smoothed RTT (the one-way delay, which
 // includes the queue in the network), plus the time to send what is
-// queued before it and itself at the path's delivery rate. Rate must be
-// positive.
-func (s *PathState) arrival(size int) float64 {
-	return s.RTT.Seconds()/2 + float64(s.backlog(size)+size)/s.Rate
+// queued before it and itself at the path's delivery rate, rate > 0.
+func (s *PathState) arrival(size int, rate float64) float64 {
+	return s.RTT.Seconds()/2 + float64(s.backlog(size)+size)/rate
 }
 
 // backlog is the number of bytes queued on the path: QueuedBytes when the

@@ -29,8 +29,11 @@ import "time"
 //     queue is short, so a second path carries only what the first cannot,
 //     and only when that reorders the flow by less than a queue's worth.
 //
-// Without rate estimates for every candidate, auto is Flow over the tier's
-// usable paths. It is stateless.
+// A path gets a rate estimate only by carrying traffic, so a candidate
+// without one is no home but may take a saturated home's excess, as if it
+// were as fast as the home: that is how it gets measured. Without any
+// rate estimate, auto is Flow over the tier's usable paths. It is
+// stateless.
 type auto struct{}
 
 const (
@@ -72,7 +75,7 @@ func (auto) Pick(dst []int, p Packet, paths []PathState) []int {
 	}
 	up := tier
 	up.full = true
-	if !allRated(paths, metered, up) {
+	if !anyRated(paths, metered, up) {
 		return weightedRendezvous(dst, p.Flow, paths, metered, false, tier)
 	}
 	start := len(dst)
@@ -84,7 +87,17 @@ func (auto) Pick(dst []int, p Packet, paths []PathState) []int {
 	spill := up
 	spill.maxRTT = spreadLimit(home.baseRTT())
 	spill.maxLoss = max(maxSpillLoss, home.Loss) // the home stays a candidate
-	return earliest(dst[:start], p.Size, paths, metered, spill)
+	return earliest(dst[:start], p.Size, paths, metered, spill, home.Rate)
+}
+
+// anyRated reports whether some path f admits has a rate estimate.
+func anyRated(paths []PathState, metered bool, f filter) bool {
+	for i := range paths {
+		if s := &paths[i]; f.admits(s, metered) && s.Rate > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // duplicate appends the two lowest-RTT paths admitted by tier when the
@@ -113,8 +126,9 @@ func bestTier(paths []PathState, metered bool) (prio int, ok bool) {
 	return prio, ok
 }
 
-// good returns the filter for the paths of tier that may be a flow's home.
-// The reference is the fastest path among the least lossy (loss within
+// good returns the filter for the paths of tier that may be a flow's home;
+// some path of tier must have a rate. The reference is the fastest rated
+// path among the least lossy (loss within
 // goodLossMargin of the lowest), the lowest base RTT among equals; a home
 // is as little lossy, has at least half the reference's rate and a base
 // RTT within its spreadLimit. The reference always qualifies.
@@ -130,7 +144,7 @@ func good(paths []PathState, metered bool, tier filter) filter {
 	var ref *PathState
 	for i := range paths {
 		s := &paths[i]
-		if !f.admits(s, metered) {
+		if !f.admits(s, metered) || !(s.Rate > 0) {
 			continue
 		}
 		if ref == nil || s.Rate > ref.Rate || s.Rate == ref.Rate && rttKey(s.baseRTT()) < rttKey(ref.baseRTT()) {

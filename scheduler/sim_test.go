@@ -42,7 +42,35 @@ const (
 // each path being its true rate and RTT (as a converged Estimator gives)
 // and its live queue. It is a fluid model with a step of simTick.
 func simulate(s Scheduler, links []simUplink, offer float64, flows, interactiveEvery int) simResult {
+	return simulateWith(s, links, simOptions{offer: offer, flows: flows, interactiveEvery: interactiveEvery, run: simRunTime})
+}
+
+type simOptions struct {
+	offer            float64 // bytes/s
+	flows            int
+	interactiveEvery int
+	run              time.Duration
+	// estimate makes the scheduler see each path through an Estimator fed
+	// as the tunnel would (sent packets, the peer's reports every second,
+	// QUIC's RTT), instead of the true rates; measure is then how long at
+	// the end of the run the result is measured over.
+	estimate bool
+	measure  time.Duration
+}
+
+// simulateWith is simulate with options.
+func simulateWith(s Scheduler, links []simUplink, o simOptions) simResult {
+	offer, flows, interactiveEvery := o.offer, o.flows, o.interactiveEvery
 	n := len(links)
+	est := make([]Estimator, n)
+	delivered := make([]uint64, n) // packets, as the peer counts them
+	type report struct {
+		at      time.Duration
+		path    int
+		packets uint64
+	}
+	var reports []report
+	var sentAt []time.Duration // by packet number
 	states := make([]PathState, n)
 	queues := make([][]int, n)
 	credit := make([]float64, n)
@@ -50,12 +78,26 @@ func simulate(s Scheduler, links []simUplink, offer float64, flows, interactiveE
 	var arrival []time.Duration // by packet number, -1 until a copy arrives
 	var picks []int
 	budget := 0.0
-	for now := time.Duration(0); now < simRunTime; now += simTick {
+	for now := time.Duration(0); now < o.run; now += simTick {
+		if o.estimate && now%time.Second == 0 {
+			for i, l := range links { // the peer reports; it arrives rtt/2 later
+				reports = append(reports, report{now + l.rtt/2, i, delivered[i]})
+			}
+		}
+		for len(reports) > 0 && reports[0].at <= now {
+			r := reports[0]
+			reports = reports[1:]
+			est[r.path].OnReport(now, r.packets*simSize, r.packets)
+		}
 		for i, l := range links {
 			states[i] = PathState{Up: true, Weight: 1, Rate: l.rate, RTT: l.rtt, MinRTT: l.rtt,
 				Queued: len(queues[i]), QueuedBytes: len(queues[i]) * simSize, QueueCap: simQueue}
 			if l.lossEvery > 0 {
 				states[i].Loss = 1 / float64(l.lossEvery)
+			}
+			if o.estimate {
+				est[i].SetRTT(l.rtt, l.rtt, 0)
+				est[i].Fill(&states[i])
 			}
 		}
 		budget = min(budget+offer*simTick.Seconds(), 64*simSize)
@@ -69,6 +111,7 @@ func simulate(s Scheduler, links []simUplink, offer float64, flows, interactiveE
 			}
 			budget -= simSize
 			arrival = append(arrival, -1)
+			sentAt = append(sentAt, now)
 			for _, i := range picks {
 				queues[i] = append(queues[i], k)
 				states[i].Queued++
@@ -82,9 +125,11 @@ func simulate(s Scheduler, links []simUplink, offer float64, flows, interactiveE
 				k := queues[i][0]
 				queues[i] = queues[i][1:]
 				sent[i]++
+				est[i].OnSent(simSize, len(queues[i]) > 0)
 				if l.lossEvery > 0 && sent[i]%l.lossEvery == 0 {
 					continue
 				}
+				delivered[i]++ // counted now: the report's own delay stands for the path's
 				if at := now + l.rtt/2; arrival[k] < 0 || at < arrival[k] {
 					arrival[k] = at
 				}
@@ -94,19 +139,26 @@ func simulate(s Scheduler, links []simUplink, offer float64, flows, interactiveE
 			}
 		}
 	}
-	// Packets still queued at the end are left out.
+	// Packets still queued at the end are left out, and with measure only
+	// those sent in its last measure are counted.
 	for _, q := range queues {
 		if len(q) > 0 {
 			arrival = arrival[:min(len(arrival), q[0])]
 		}
 	}
-	return summarise(arrival, sent, flows)
+	from, span := 0, o.run
+	if o.measure > 0 {
+		from, _ = slices.BinarySearch(sentAt, o.run-o.measure)
+		from -= from % flows // keep packet numbers' flows
+		span = o.measure
+	}
+	return summarise(arrival[from:], sent, flows, span)
 }
 
 // summarise measures the arrivals of packets in sequence: goodput, loss
 // and, per flow, how long a packet that arrived early would wait for an
 // earlier one of its flow.
-func summarise(arrival []time.Duration, sent []int, flows int) simResult {
+func summarise(arrival []time.Duration, sent []int, flows int, span time.Duration) simResult {
 	var r simResult
 	total := 0
 	for _, c := range sent {
@@ -130,7 +182,7 @@ func summarise(arrival []time.Duration, sent []int, flows int) simResult {
 			latest[f] = at
 		}
 	}
-	r.goodput = float64(delivered*simSize) / simRunTime.Seconds()
+	r.goodput = float64(delivered*simSize) / span.Seconds()
 	r.reordered = float64(reordered) / float64(max(delivered, 1))
 	return r
 }
@@ -193,6 +245,41 @@ func TestSimulateSaturated(t *testing.T) {
 			}
 			if r.maxWait > tt.maxWait {
 				t.Errorf("max reorder wait %v, want at most %v", r.maxWait, tt.maxWait)
+			}
+		})
+	}
+}
+
+// TestSimulateEstimated starts with no estimates, as a new session does,
+// and lets Estimators learn the paths from the traffic and the reports:
+// after a few seconds auto and aggregate use both links of case 1 as well
+// as with the true rates, and auto keeps case 2's long lossy link out.
+func TestSimulateEstimated(t *testing.T) {
+	tests := []struct {
+		name   string
+		mode   Mode
+		links  []simUplink
+		flows  int
+		minSum float64
+		slow   float64 // the most of the packets the second link may carry
+	}{
+		{"auto case1 1 flow", Auto, case1, 1, 0.95, 1},
+		{"auto case1 8 flows", Auto, case1, 8, 0.95, 1},
+		{"aggregate case1 1 flow", Aggregate, case1, 1, 0.95, 1},
+		{"auto case2 8 flows", Auto, case2, 8, 0.90, 0.05},
+		{"auto case3 1 flow", Auto, case3, 1, 0.95, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := New(tt.mode)
+			r := simulateWith(s, tt.links, simOptions{offer: 2 * sumRate(tt.links), flows: tt.flows,
+				run: 12 * time.Second, estimate: true, measure: 4 * time.Second})
+			t.Log(r)
+			if got := r.goodput / sumRate(tt.links); got < tt.minSum {
+				t.Errorf("goodput %.3f of the sum, want at least %.2f", got, tt.minSum)
+			}
+			if r.share[1] > tt.slow {
+				t.Errorf("second link carried %.2f, want at most %.2f", r.share[1], tt.slow)
 			}
 		})
 	}
