@@ -16,7 +16,9 @@ import (
 //
 // A gap (a sequence number not yet seen) is waited for at most Hold after
 // the arrival of the oldest packet held behind it: then the buffer gives
-// up on it and releases what follows, up to the next gap. The caller sets
+// up on it and releases what follows, up to the next gap. It gives up
+// sooner when told (Passed) that every path in use has delivered beyond
+// the gap: each path delivers in order, so the gap was lost. The caller sets
 // Hold from the measured delay spread of the paths in use (see HoldFor),
 // and Hold 0 when only one path carries data: then the buffer gets out of
 // the way and releases every packet as it comes.
@@ -219,6 +221,21 @@ func (r *Reorder[T]) Bypass(out []T, seq uint64, v T) []T {
 		r.entries++
 	}
 	return append(out, v)
+}
+
+// Passed tells the buffer that every path in use has delivered some
+// sequence number at or above seq: as a path delivers in order, a gap
+// below seq can no longer be filled, so the buffer gives up on it at
+// once instead of at the deadline, and appends what that releases to
+// out. The caller passes the lowest, over the paths that carry data, of
+// the highest sequence number each delivered; a path that has not carried
+// data lately must be left out (it would only delay this), and a packet
+// that arrives after all (reordered within a path) is released as Late.
+func (r *Reorder[T]) Passed(out []T, seq uint64) []T {
+	if r.hold == 0 || !before(r.next, seq) {
+		return out
+	}
+	return r.advance(out, seq)
 }
 
 // pass releases v at once, as the buffer does while Hold is 0: a packet

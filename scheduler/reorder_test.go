@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -17,6 +18,10 @@ type rop struct {
 	seq  uint64
 	size int
 	want []uint64 // released by this step
+}
+
+func passed(seq uint64, want ...uint64) rop {
+	return rop{kind: 'x', seq: seq, want: want}
 }
 
 func push(at time.Duration, seq uint64, want ...uint64) rop {
@@ -73,6 +78,11 @@ func TestReorder(t *testing.T) {
 			push(0, 1, 1), push(0, 3), push(0, 1<<50, 3), push(0, 1<<50-1), push(0, 1<<50-3, 1<<50-3),
 			push(0, 1<<50-2, 1<<50-2, 1<<50-1, 1<<50), push(0, 2, 2),
 		}, 1},
+		{"passed gives up below", 0, 0, []rop{
+			push(0, 1, 1), push(0, 3), push(0, 5), push(0, 7), passed(2), passed(4, 3), passed(7, 5, 7), push(0, 6, 6), push(0, 8, 8),
+		}, 1},
+		{"passed with nothing held", 0, 0, []rop{push(0, 1, 1), passed(5), push(0, 3, 3), push(0, 5, 5)}, 1},
+		{"passed behind the front", 0, 0, []rop{push(0, 1, 1), push(0, 2, 2), passed(1), push(0, 3, 3)}, 0},
 		{"bypass at the front", 0, 0, []rop{push(0, 1, 1), push(0, 3), bypass(0, 2, 2, 3), push(0, 4, 4)}, 0},
 		{"bypass leaves no gap", 0, 0, []rop{
 			push(0, 1, 1), bypass(0, 3, 3), push(0, 4), push(0, 2, 2, 4), push(0, 5, 5),
@@ -95,6 +105,8 @@ func TestReorder(t *testing.T) {
 					out = r.Bypass(out, op.seq, op.seq)
 				case 'e':
 					out = r.Expire(out, op.at)
+				case 'x':
+					out = r.Passed(out, op.seq)
 				case 'h':
 					r.SetHold(op.at)
 				}
@@ -339,7 +351,11 @@ func FuzzReorder(f *testing.F) {
 			case 6:
 				c.expire(now)
 			case 7:
-				c.r.SetHold(time.Duration(step) * ms)
+				if step%2 == 0 {
+					c.r.SetHold(time.Duration(step) * ms)
+				} else {
+					c.check(c.r.Passed(c.out[:0], seq+uint64(int64(step))))
+				}
 			}
 		}
 		c.finish()
@@ -388,76 +404,99 @@ func BenchmarkReorder(b *testing.B) {
 }
 
 // TestReorderSimulation runs a sender striping packets over a 10 ms and a
-// 50 ms path, with the slow path losing one packet, and a receiver that
-// calls Expire at the deadline, in virtual time. Packets come out in
-// order; the packets behind the lost one wait exactly the hold.
+// 50 ms path, each losing one packet, and a receiver that calls Expire at
+// the deadline, in virtual time. Packets come out in order, and the
+// packets behind a loss wait exactly the hold. With Passed (the receiver
+// tells the buffer what each path has delivered), a loss is given up on
+// as soon as the slow path has passed it: the packets behind it wait only
+// as long as for reordering.
 func TestReorderSimulation(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		start := time.Now()
-		now := func() time.Duration { return time.Since(start) }
-		paths := []PathState{{Up: true, RTT: 20 * ms}, {Up: true, RTT: 100 * ms}}
-		delays := []time.Duration{10 * ms, 50 * ms}
-		hold := HoldFor(paths) // 80 ms + minHold: the RTT spread, for asymmetric paths
-		const n, lost = 400, 201
-		type arrival struct {
-			seq uint64
-			at  time.Duration
-		}
-		in := make(chan arrival, n)
-		var wg sync.WaitGroup
-		// The sender: one packet a millisecond, alternating paths.
-		wg.Go(func() {
-			for seq := uint64(1); seq <= n; seq++ {
-				if seq != lost {
-					time.AfterFunc(delays[seq%2], func() { in <- arrival{seq, now()} })
-				}
-				time.Sleep(ms)
-			}
+	for _, usePassed := range []bool{false, true} {
+		t.Run(fmt.Sprint("passed=", usePassed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { reorderSimulation(t, usePassed) })
 		})
-		// The receiver.
-		arrived := make(map[uint64]time.Duration)
-		released := make(map[uint64]time.Duration)
-		var order []uint64
-		wg.Go(func() {
-			r := NewReorder[uint64](0, 0)
-			r.SetHold(hold)
-			timer := time.NewTimer(time.Hour)
-			var out []uint64
-			for len(order) < n-1 {
-				select {
-				case a := <-in:
-					arrived[a.seq] = a.at
-					out = r.Push(out[:0], a.at, a.seq, 1000, a.seq)
-				case <-timer.C:
-					out = r.Expire(out[:0], now())
-				}
-				for _, seq := range out {
-					released[seq] = now()
-					order = append(order, seq)
-				}
-				if d, ok := r.Deadline(); ok {
-					timer.Reset(d - now())
-				}
+	}
+}
+
+func reorderSimulation(t *testing.T, usePassed bool) {
+	start := time.Now()
+	now := func() time.Duration { return time.Since(start) }
+	paths := []PathState{{Up: true, RTT: 20 * ms}, {Up: true, RTT: 100 * ms}}
+	delays := []time.Duration{10 * ms, 50 * ms}
+	hold := HoldFor(paths)                      // 80 ms + minHold: the RTT spread, for asymmetric paths
+	const n, lostSlow, lostFast = 400, 201, 300 // one packet a millisecond; odd ones on the slow path
+	type arrival struct {
+		seq  uint64
+		path int
+		at   time.Duration
+	}
+	in := make(chan arrival, n)
+	var wg sync.WaitGroup
+	// The sender: one packet a millisecond, alternating paths.
+	wg.Go(func() {
+		for seq := uint64(1); seq <= n; seq++ {
+			if seq != lostSlow && seq != lostFast {
+				path := int(seq % 2)
+				time.AfterFunc(delays[path], func() { in <- arrival{seq, path, now()} })
 			}
-			timer.Stop()
-		})
-		wg.Wait()
-		if !slices.IsSorted(order) {
-			t.Errorf("released out of order: %v", order)
-		}
-		// 202 came on the fast path and waited the whole hold for 201.
-		if w := released[lost+1] - arrived[lost+1]; w != hold {
-			t.Errorf("packet after the lost one waited %v, want the hold %v", w, hold)
-		}
-		// A packet of the fast path otherwise waits for its slow
-		// predecessor: 40 ms (the one-way spread) less the 1 ms it was
-		// sent later, not the hold.
-		if w := released[lost-1] - arrived[lost-1]; w != 39*ms {
-			t.Errorf("packet %d waited %v, want 39ms", lost-1, w)
-		}
-		// The slow path's packets behind the gap go with it.
-		if released[lost+2] != released[lost+1] {
-			t.Errorf("packet %d released at %v, want with %d at %v", lost+2, released[lost+2], lost+1, released[lost+1])
+			time.Sleep(ms)
 		}
 	})
+	// The receiver.
+	arrived := make(map[uint64]time.Duration)
+	released := make(map[uint64]time.Duration)
+	var order []uint64
+	wg.Go(func() {
+		r := NewReorder[uint64](0, 0)
+		r.SetHold(hold)
+		timer := time.NewTimer(time.Hour)
+		var out []uint64
+		var highest [2]uint64 // per path
+		for len(order) < n-2 {
+			select {
+			case a := <-in:
+				arrived[a.seq] = a.at
+				out = r.Push(out[:0], a.at, a.seq, 1000, a.seq)
+				highest[a.path] = max(highest[a.path], a.seq)
+				if usePassed {
+					out = r.Passed(out, min(highest[0], highest[1]))
+				}
+			case <-timer.C:
+				out = r.Expire(out[:0], now())
+			}
+			for _, seq := range out {
+				released[seq] = now()
+				order = append(order, seq)
+			}
+			if d, ok := r.Deadline(); ok {
+				timer.Reset(d - now())
+			}
+		}
+		timer.Stop()
+	})
+	wg.Wait()
+	if !slices.IsSorted(order) {
+		t.Errorf("released out of order: %v", order)
+	}
+	// A fast packet waits for its slow predecessor: 40 ms (the one-way
+	// spread) less the 1 ms it was sent later.
+	if w := released[lostSlow-1] - arrived[lostSlow-1]; w != 39*ms {
+		t.Errorf("packet %d waited %v, want 39ms", lostSlow-1, w)
+	}
+	// 202 came on the fast path; 201 was lost on the slow one, which
+	// passes it with 203, 41 ms after 202 arrived.
+	want := map[bool]time.Duration{false: hold, true: 41 * ms}[usePassed]
+	if w := released[lostSlow+1] - arrived[lostSlow+1]; w != want {
+		t.Errorf("packet after the slow path's loss waited %v, want %v", w, want)
+	}
+	// 302 came on the fast path, as did the lost 300; the slow path
+	// passes it with 301, 39 ms after 302 arrived.
+	want = map[bool]time.Duration{false: hold, true: 39 * ms}[usePassed]
+	if w := released[lostFast+2] - arrived[lostFast+2]; w != want {
+		t.Errorf("packet after the fast path's loss waited %v, want %v", w, want)
+	}
+	// The slow path's packets behind the gap go with the first.
+	if released[lostSlow+2] != released[lostSlow+1] {
+		t.Errorf("packet %d released at %v, want with %d at %v", lostSlow+2, released[lostSlow+2], lostSlow+1, released[lostSlow+1])
+	}
 }
