@@ -2,10 +2,18 @@ package scheduler
 
 import "slices"
 
-// aggregate spreads packets over all usable paths in proportion to their
-// weights with nginx's smooth weighted round-robin: on each pick, every
-// usable path's current value grows by its weight, the path with the
-// largest current value wins and has the total of the weights subtracted.
+// aggregate sends each packet on the path where it is predicted to arrive
+// first (see arrival and earliest). That fills every path in proportion
+// to its rate, and a slow path gets a packet only when the fast one's
+// queue has grown so much that the slow path is quicker: a flow is never
+// slowed by a path that would deliver its packets later than the queue of
+// a faster one.
+//
+// When some path that is up has no rate estimate yet, it spreads packets
+// over the usable paths in proportion to their weights with nginx's smooth
+// weighted round-robin: on each pick, every usable path's current value
+// grows by its weight, the path with the largest current value wins and
+// has the total of the weights subtracted.
 // The result is deterministic and evenly interleaved: with weights 3:1 the
 // sequence is a a b a, a a b a, ...
 //
@@ -18,12 +26,20 @@ type aggregate struct {
 	current []float64
 }
 
-func (a *aggregate) Pick(dst []int, _ Packet, paths []PathState) []int {
+func (a *aggregate) Pick(dst []int, p Packet, paths []PathState) []int {
+	metered := meteredAllowed(paths)
+	if f := (filter{full: true}); allRated(paths, metered, f) {
+		return earliest(dst, p.Size, paths, metered, f, 0)
+	}
+	return a.roundRobin(dst, paths, metered)
+}
+
+// roundRobin is the smooth weighted round-robin pick.
+func (a *aggregate) roundRobin(dst []int, paths []PathState, metered bool) []int {
 	if len(a.current) != len(paths) {
 		a.reset(len(paths))
 	}
 	best, total := -1, 0.0
-	metered := meteredAllowed(paths)
 	for i := range paths {
 		s := &paths[i]
 		if !s.usable(metered) {
@@ -47,4 +63,63 @@ func (a *aggregate) Pick(dst []int, _ Packet, paths []PathState) []int {
 func (a *aggregate) reset(n int) {
 	a.current = slices.Grow(a.current[:0], n)[:n]
 	clear(a.current)
+}
+
+// allRated reports whether every path f admits has a rate estimate.
+func allRated(paths []PathState, metered bool, f filter) bool {
+	for i := range paths {
+		if s := &paths[i]; f.admits(s, metered) && !(s.Rate > 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// earliest appends the path that f admits where a packet of size bytes is
+// predicted to arrive first, or nothing if that path's queue is full (f
+// may admit full paths): every other path would deliver the packet later
+// than the full queue would, reordering it by more than a queue's worth,
+// so the packet is dropped, as a router drops at a full queue, and the
+// sender's congestion control slows down. A path without a rate is taken
+// to have rate assume, or is no candidate if assume is 0. Ties go to the
+// lower index.
+func earliest(dst []int, size int, paths []PathState, metered bool, f filter, assume float64) []int {
+	best, bestAt := -1, 0.0
+	for i := range paths {
+		s := &paths[i]
+		if !f.admits(s, metered) {
+			continue
+		}
+		rate := s.Rate
+		if !(rate > 0) {
+			rate = assume
+		}
+		if !(rate > 0) {
+			continue
+		}
+		if at := s.arrival(size, rate); best < 0 || at < bestAt {
+			best, bestAt = i, at
+		}
+	}
+	if best < 0 || paths[best].full() {
+		return dst
+	}
+	return append(dst, best)
+}
+
+// arrival predicts in how many seconds a packet of size bytes queued now
+// would reach the peer: half the smoothed RTT (the one-way delay, which
+// includes the queue in the network), plus the time to send what is
+// queued before it and itself at the path's delivery rate, rate > 0.
+func (s *PathState) arrival(size int, rate float64) float64 {
+	return s.RTT.Seconds()/2 + float64(s.backlog(size)+size)/rate
+}
+
+// backlog is the number of bytes queued on the path: QueuedBytes when the
+// caller counts them, else Queued packets of size bytes each.
+func (s *PathState) backlog(size int) int {
+	if s.QueuedBytes > 0 {
+		return s.QueuedBytes
+	}
+	return s.Queued * size
 }

@@ -12,9 +12,12 @@ func TestParseMode(t *testing.T) {
 	}{
 		{"failover", Failover, false},
 		{"aggregate", Aggregate, false},
+		{"redundant", Redundant, false},
+		{"flow", Flow, false},
+		{"auto", Auto, false},
 		{"", Failover, false},
 		{"Failover", "", true},
-		{"redundant", "", true},
+		{"fastest", "", true},
 	}
 	for _, tt := range tests {
 		got, err := ParseMode(tt.in)
@@ -25,7 +28,7 @@ func TestParseMode(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
-	for _, m := range []Mode{Failover, Aggregate, ""} {
+	for _, m := range append(Modes, "") {
 		if s, err := New(m); s == nil || err != nil {
 			t.Errorf("New(%q) = %v, %v", m, s, err)
 		}
@@ -71,10 +74,10 @@ func pick(t testing.TB, s Scheduler, p Packet, paths []PathState) int {
 
 func TestPickAppends(t *testing.T) {
 	paths := []PathState{up(0, 1), up(0, 1)}
-	for _, m := range []Mode{Failover, Aggregate} {
+	for _, m := range Modes {
 		s, _ := New(m)
 		dst := s.Pick([]int{42}, Packet{}, paths)
-		if len(dst) != 2 || dst[0] != 42 {
+		if len(dst) < 2 || dst[0] != 42 {
 			t.Errorf("%s: Pick([42]) = %v, want [42 x]", m, dst)
 		}
 		if dst := s.Pick([]int{42}, Packet{}, nil); len(dst) != 1 {
@@ -83,33 +86,46 @@ func TestPickAppends(t *testing.T) {
 	}
 }
 
+// benchPaths are four paths, without estimates (as before the first
+// report) and with them.
+var benchPaths = map[string][]PathState{
+	"unrated": {up(0, 3), up(0, 1), up(1, 2), {Up: false}},
+	"rated": {
+		with(rated(0, 6.25e6, 20*ms), queued(20)), rated(0, 2.5e6, 60*ms),
+		with(rated(0, 1e6, 30*ms), metered), {Up: false},
+	},
+}
+
 func TestPickAllocs(t *testing.T) {
-	paths := []PathState{up(0, 3), up(0, 1), up(1, 2), {Up: false}}
-	for _, m := range []Mode{Failover, Aggregate} {
-		s, _ := New(m)
-		dst := make([]int, 0, len(paths))
-		var flow uint64
-		allocs := testing.AllocsPerRun(1000, func() {
-			flow++
-			dst = s.Pick(dst[:0], Packet{Flow: flow, Size: 1200}, paths)
-		})
-		if allocs != 0 {
-			t.Errorf("%s: Pick allocates %v times per run", m, allocs)
+	for name, paths := range benchPaths {
+		for _, m := range Modes {
+			s, _ := New(m)
+			dst := make([]int, 0, len(paths))
+			var flow uint64
+			allocs := testing.AllocsPerRun(1000, func() {
+				flow++
+				dst = s.Pick(dst[:0], Packet{Flow: flow, Size: 1200, Interactive: flow%4 == 0}, paths)
+			})
+			if allocs != 0 {
+				t.Errorf("%s, %s: Pick allocates %v times per run", m, name, allocs)
+			}
 		}
 	}
 }
 
 func BenchmarkPick(b *testing.B) {
-	paths := []PathState{up(0, 3), up(0, 1), up(1, 2), {Up: false}}
-	for _, m := range []Mode{Failover, Aggregate} {
-		b.Run(string(m), func(b *testing.B) {
-			s, _ := New(m)
-			dst := make([]int, 0, len(paths))
-			b.ReportAllocs()
-			for i := 0; b.Loop(); i++ {
-				dst = s.Pick(dst[:0], Packet{Flow: uint64(i), Size: 1200}, paths)
-			}
-		})
+	for _, name := range []string{"unrated", "rated"} {
+		paths := benchPaths[name]
+		for _, m := range Modes {
+			b.Run(string(m)+"/"+name, func(b *testing.B) {
+				s, _ := New(m)
+				dst := make([]int, 0, len(paths))
+				b.ReportAllocs()
+				for i := 0; b.Loop(); i++ {
+					dst = s.Pick(dst[:0], Packet{Flow: uint64(i), Size: 1200}, paths)
+				}
+			})
+		}
 	}
 }
 

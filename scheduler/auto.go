@@ -1,0 +1,186 @@
+package scheduler
+
+import "time"
+
+// auto keeps a flow on one good path and uses more only where that is
+// predicted to help, so that a flow never does worse than on the best
+// single path, which is what striping a TCP flow over unequal links
+// does (reordering reads as loss, and the slow link's delay becomes the
+// flow's). Per packet:
+//
+//  1. Candidates are the paths that are up in the best Priority tier that
+//     has one (by default every uplink has Priority 0). A full queue does
+//     not take a path out: it is saturated, not gone.
+//  2. An Interactive packet goes on the two lowest-RTT candidates with
+//     room in their queue when the second is useful: within
+//     maxDuplicateSpread of the first. A copy later than that misses any
+//     deadline an interactive packet has.
+//  3. Otherwise the flow's home is chosen among the good candidates by
+//     weighted rendezvous hashing of the flow, as in Flow: good means loss
+//     within goodLossMargin of the lowest, and at least half the rate and
+//     a base RTT within the spreadLimit of the fastest such path. Flows
+//     are spread over equal paths and stay put; a much slower, longer or
+//     lossier path is no flow's home.
+//  4. When the home is saturated (its queue is building), the packet goes
+//     where it is predicted to arrive first among the home and the
+//     candidates whose base RTT is within spreadLimit of the home's and
+//     whose loss is at most maxSpillLoss, and is dropped if that is the
+//     home and its queue is full (see earliest). The home wins while its
+//     queue is short, so a second path carries only what the first cannot,
+//     and only when that reorders the flow by less than a queue's worth.
+//
+// A path gets a rate estimate only by carrying traffic, so a candidate
+// without one is no home but may take a saturated home's excess, as if it
+// were as fast as the home: that is how it gets measured. Without any
+// rate estimate, auto is Flow over the tier's usable paths. It is
+// stateless.
+type auto struct{}
+
+const (
+	// maxDuplicateSpread bounds how much later than the first copy the
+	// second may arrive and still be worth sending: ITU-T G.114 puts the
+	// one-way delay budget of a conversation at 150 ms.
+	maxDuplicateSpread = 150 * time.Millisecond
+	// minSpread is the least spreadLimit: RTTs within 50 ms of each other
+	// differ by less than a typical reorder hold and the jitter of a
+	// loaded access link.
+	minSpread = 50 * time.Millisecond
+	// goodLossMargin is how much lossier than the best path a home may
+	// be: TCP's rate goes as 1/sqrt(loss) (Mathis et al. 1997), so 1%
+	// more loss at least halves a flow on a clean path.
+	goodLossMargin = 0.01
+	// maxSpillLoss is the most loss a path may have to take a saturated
+	// flow's excess: packets lost there cost the whole flow a window
+	// reduction, which a few percent of extra capacity does not repay.
+	maxSpillLoss = 0.02
+	// saturatedFraction: a path whose queue is at least 1/8 full is
+	// saturated. A path that keeps up drains its queue between reads of
+	// the TUN; 16 of 128 packets waiting means the sender is behind.
+	saturatedFraction = 8
+	// saturatedPackets is the saturation threshold of an unbounded queue.
+	saturatedPackets = 16
+)
+
+func (auto) Pick(dst []int, p Packet, paths []PathState) []int {
+	metered := meteredAllowed(paths)
+	prio, ok := bestTier(paths, metered)
+	if !ok {
+		return dst
+	}
+	tier := filter{tier: true, prio: prio}
+	if p.Interactive {
+		if d := duplicate(dst, paths, metered, tier); len(d)-len(dst) == 2 {
+			return d
+		}
+	}
+	up := tier
+	up.full = true
+	if !anyRated(paths, metered, up) {
+		return weightedRendezvous(dst, p.Flow, paths, metered, false, tier)
+	}
+	start := len(dst)
+	dst = weightedRendezvous(dst, p.Flow, paths, metered, true, good(paths, metered, up))
+	home := &paths[dst[start]] // good admits at least one path
+	if !home.saturated() {
+		return dst
+	}
+	spill := up
+	spill.maxRTT = spreadLimit(home.baseRTT())
+	spill.maxLoss = max(maxSpillLoss, home.Loss) // the home stays a candidate
+	return earliest(dst[:start], p.Size, paths, metered, spill, home.Rate)
+}
+
+// anyRated reports whether some path f admits has a rate estimate.
+func anyRated(paths []PathState, metered bool, f filter) bool {
+	for i := range paths {
+		if s := &paths[i]; f.admits(s, metered) && s.Rate > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// duplicate appends the two lowest-RTT paths admitted by tier when the
+// second is useful, or just the first when it is not.
+func duplicate(dst []int, paths []PathState, metered bool, tier filter) []int {
+	start := len(dst)
+	dst = bestN(dst, 2, paths, metered, tier, byRTT) // one tier: Priority is equal
+	if len(dst)-start == 2 {
+		a, b := &paths[dst[start]], &paths[dst[start+1]]
+		if a.RTT > 0 && b.RTT-a.RTT > maxDuplicateSpread {
+			dst = dst[:start+1]
+		}
+	}
+	return dst
+}
+
+// bestTier returns the lowest Priority of a path that is up (full or not:
+// a full tier is saturated, not gone).
+func bestTier(paths []PathState, metered bool) (prio int, ok bool) {
+	all := filter{full: true}
+	for i := range paths {
+		if s := &paths[i]; all.admits(s, metered) && (!ok || s.Priority < prio) {
+			prio, ok = s.Priority, true
+		}
+	}
+	return prio, ok
+}
+
+// good returns the filter for the paths of tier that may be a flow's home;
+// some path of tier must have a rate. The reference is the fastest rated
+// path among the least lossy (loss within
+// goodLossMargin of the lowest), the lowest base RTT among equals; a home
+// is as little lossy, has at least half the reference's rate and a base
+// RTT within its spreadLimit. The reference always qualifies.
+func good(paths []PathState, metered bool, tier filter) filter {
+	f := tier
+	minLoss := 1.0
+	for i := range paths {
+		if s := &paths[i]; tier.admits(s, metered) {
+			minLoss = min(minLoss, s.Loss)
+		}
+	}
+	f.maxLoss = minLoss + goodLossMargin
+	var ref *PathState
+	for i := range paths {
+		s := &paths[i]
+		if !f.admits(s, metered) || !(s.Rate > 0) {
+			continue
+		}
+		if ref == nil || s.Rate > ref.Rate || s.Rate == ref.Rate && rttKey(s.baseRTT()) < rttKey(ref.baseRTT()) {
+			ref = s
+		}
+	}
+	if ref == nil {
+		return f
+	}
+	f.minRate = ref.Rate / 2
+	if r := ref.baseRTT(); r > 0 {
+		f.maxRTT = spreadLimit(r)
+	}
+	return f
+}
+
+// spreadLimit is the longest base RTT a path may have to share the work
+// of a path with base RTT rtt: twice rtt or minSpread more, whichever is
+// larger. Beyond it, the receiver's reorder hold would make the slower
+// path's delay the whole flow's.
+func spreadLimit(rtt time.Duration) time.Duration {
+	return max(2*rtt, rtt+minSpread)
+}
+
+// saturated reports whether the path's send queue is building.
+func (s *PathState) saturated() bool {
+	if s.QueueCap > 0 {
+		return s.Queued*saturatedFraction >= s.QueueCap
+	}
+	return s.Queued >= saturatedPackets
+}
+
+// baseRTT is the path's RTT without queueing: MinRTT when known, else RTT.
+func (s *PathState) baseRTT() time.Duration {
+	if s.MinRTT > 0 {
+		return s.MinRTT
+	}
+	return s.RTT
+}

@@ -1,0 +1,63 @@
+package scheduler
+
+// Multi schedules each packet by the Mode of its traffic class: it holds
+// a [Classifier] and one Scheduler per class, plus one for the packets of
+// no class. The caller classifies a packet once (Packet) and picks with
+// the result (Pick), on the goroutine that owns the Multi:
+//
+//	p := m.Packet(&info, flowHash)
+//	picks = m.Pick(picks[:0], p, states)
+//
+// Each class has its own Scheduler, so classes do not share state (such
+// as aggregate's round-robin position).
+type Multi struct {
+	classifier *Classifier
+	scheds     []Scheduler // [0] the default, [i+1] class i
+}
+
+// NewMulti returns a Multi that schedules packets of no class by def and
+// those of each class by the class's Mode.
+func NewMulti(def Mode, classes []Class) (*Multi, error) {
+	c, err := NewClassifier(classes)
+	if err != nil {
+		return nil, err
+	}
+	d, err := New(def)
+	if err != nil {
+		return nil, err
+	}
+	m := &Multi{classifier: c, scheds: []Scheduler{d}}
+	for _, cl := range c.classes {
+		s, _ := New(cl.Mode) // checked by NewClassifier
+		if cl.Mode == Redundant {
+			s = NewRedundant(cl.Copies)
+		}
+		m.scheds = append(m.scheds, s)
+	}
+	return m, nil
+}
+
+// Classifier returns the Multi's classifier.
+func (m *Multi) Classifier() *Classifier { return m.classifier }
+
+// Packet classifies a packet: it returns the Packet to pass to Pick, with
+// its Class, Size, Flow (the caller's 5-tuple hash) and Interactive (by
+// the class, or else by IsInteractive). It allocates nothing.
+func (m *Multi) Packet(info *Info, flow uint64) Packet {
+	p := Packet{Flow: flow, Size: info.Size, Interactive: IsInteractive(info)}
+	if i := m.classifier.Classify(info); i >= 0 {
+		p.Class = i + 1
+		p.Interactive = p.Interactive || m.classifier.classes[i].Interactive
+	}
+	return p
+}
+
+// Pick picks with the Scheduler of p's Class; a Class out of range is
+// the default one.
+func (m *Multi) Pick(dst []int, p Packet, paths []PathState) []int {
+	s := m.scheds[0]
+	if p.Class > 0 && p.Class < len(m.scheds) {
+		s = m.scheds[p.Class]
+	}
+	return s.Pick(dst, p, paths)
+}
