@@ -646,9 +646,9 @@ const (
 	dialsPerSecond = 150
 	// dialsInFlight bounds concurrent handshakes.
 	dialsInFlight = 32
-	// settle is how long the concentrator is left alone before its
+	// settleTime is how long the concentrator is left alone before its
 	// resident memory is read.
-	settle = 3 * time.Second
+	settleTime = 3 * time.Second
 )
 
 func benchIdleSessions(b *testing.B, ctx context.Context, e *Env) {
@@ -659,7 +659,7 @@ func benchIdleSessions(b *testing.B, ctx context.Context, e *Env) {
 	if err := waitSessions(ctx, e, 1, 30*time.Second); err != nil {
 		b.Fatal(err)
 	}
-	time.Sleep(settle)
+	time.Sleep(settleTime)
 	_, before, err := e.RSS()
 	if err != nil {
 		b.Fatal(err)
@@ -729,7 +729,7 @@ func benchIdleSessions(b *testing.B, ctx context.Context, e *Env) {
 	if err := waitSessions(ctx, e, 1+len(paths), 10*time.Second); err != nil {
 		b.Fatal(err)
 	}
-	time.Sleep(settle)
+	time.Sleep(settleTime)
 	_, after, err := e.RSS()
 	if err != nil {
 		b.Fatal(err)
