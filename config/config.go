@@ -27,7 +27,7 @@
 //	    budget_start_day     monthly: day of the month the period starts, 1..28 (default 1)
 //	    budget_action        once the budget is used: failover-only, interactive-only or block (default failover-only)
 //	    budget_warn          log a warning once per period at this share, e.g. 80% (default: none)
-//	mode                     failover or aggregate (default failover)
+//	mode                     failover, aggregate, redundant, flow or auto (default failover)
 //	routes                   prefixes sent into the tunnel (default 0.0.0.0/0 and ::/0)
 //	tun.name                 TUN device name (default braid0)
 //	tun.mtu                  TUN MTU, 0 for automatic from the paths, else 1280..65535 (default 0)
@@ -81,10 +81,13 @@ import (
 const (
 	ModeFailover  = "failover"
 	ModeAggregate = "aggregate"
+	ModeRedundant = "redundant"
+	ModeFlow      = "flow"
+	ModeAuto      = "auto"
 )
 
 var (
-	modes     = []string{ModeFailover, ModeAggregate}
+	modes     = []string{ModeFailover, ModeAggregate, ModeRedundant, ModeFlow, ModeAuto}
 	logLevels = []string{"debug", "info", "warn", "error"}
 )
 
@@ -119,7 +122,7 @@ type Client struct {
 	ConcentratorPublicKey string         `mapstructure:"concentrator_public_key"` // see ParsePublicKey
 	PrivateKeyFile        string         `mapstructure:"private_key_file"`        // see LoadPrivateKey
 	Uplinks               []Uplink       `mapstructure:"uplinks"`                 // at least one
-	Mode                  string         `mapstructure:"mode"`                    // ModeFailover or ModeAggregate
+	Mode                  string         `mapstructure:"mode"`                    // one of the Mode constants
 	Routes                []netip.Prefix `mapstructure:"routes"`                  // sent into the tunnel
 	Tun                   Tun            `mapstructure:"tun"`
 	Table                 int            `mapstructure:"table"`  // routing table for the tunnel routes

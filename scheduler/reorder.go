@@ -162,6 +162,14 @@ func (r *Reorder[T]) Reset(out []T) []T {
 	return out
 }
 
+// Start empties the buffer, as Reset does, and expects seq next: for a
+// buffer put in place while a session's packets are already flowing.
+func (r *Reorder[T]) Start(out []T, seq uint64) []T {
+	out = r.flush(out)
+	r.next = seq
+	return out
+}
+
 // Push takes the packet v of size bytes with sequence number seq,
 // arrived at now, and appends to out, in order, the packets it releases
 // (v among them, or not yet).

@@ -146,7 +146,7 @@ func (b *sendBatch) messages(gso bool) []ipv4.Message {
 	return msgs
 }
 
-// newBatchConn wraps c and starts its writer.
+// newBatchConn wraps c; start starts its writer.
 func newBatchConn(c *net.UDPConn) *batchConn {
 	bc := &batchConn{
 		UDPConn: c,
@@ -158,8 +158,13 @@ func newBatchConn(c *net.UDPConn) *batchConn {
 	bc.taken.L = &bc.mu
 	bc.gso.Store(supportsGSO(c))
 	bc.rx.init(c)
-	go bc.writer()
 	return bc
+}
+
+// start starts the writer; newBatchConn's caller does, once.
+func (c *batchConn) start() *batchConn {
+	go c.writer()
+	return c
 }
 
 // WriteMsgUDP queues one packet (or a GSO batch of them, split into its
@@ -437,4 +442,4 @@ func groSize(m *ipv4.Message) int {
 
 // batching returns the socket quic-go should use for c: c with batched
 // writes and coalesced reads.
-func batching(c *net.UDPConn) net.PacketConn { return newBatchConn(c) }
+func batching(c *net.UDPConn) net.PacketConn { return newBatchConn(c).start() }

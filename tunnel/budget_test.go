@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"encoding/json"
+	"github.com/braid-tunnel/braid/scheduler"
 	"io"
 	"log/slog"
 	"os"
@@ -159,6 +160,7 @@ func TestUsagePersists(t *testing.T) {
 }
 
 func TestIsInteractive(t *testing.T) {
+	const tcpFIN, tcpACK = 0x01, 0x10
 	tests := []struct {
 		name string
 		pkt  []byte
@@ -170,7 +172,8 @@ func TestIsInteractive(t *testing.T) {
 		{"pure ACK", mkTCP(40000, 443, tcpACK, 0), true},
 		{"ACK with data", mkTCP(40000, 443, tcpACK, 100), false},
 		{"SYN", mkTCP(40000, 443, tcpSYN, 0), false},
-		{"FIN", mkTCP(40000, 443, tcpFIN|tcpACK, 0), false},
+		{"FIN", mkTCP(40000, 443, tcpFIN|tcpACK, 0), true}, // the flow's end waits on it
+		{"RST", mkTCP(40000, 443, 0x04|tcpACK, 0), false},
 		{"DNS over TCP", mkTCP(40000, 53, tcpACK, 300), true},
 	}
 	for _, tt := range tests {
@@ -178,8 +181,9 @@ func TestIsInteractive(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
-		if got := isInteractive(tt.pkt, &info); got != tt.want {
-			t.Errorf("%s: isInteractive = %v, want %v", tt.name, got, tt.want)
+		si := schedInfo(tt.pkt, &info)
+		if got := scheduler.IsInteractive(&si); got != tt.want {
+			t.Errorf("%s: interactive = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

@@ -48,6 +48,8 @@ type ClientOptions struct {
 	Device  tun.Device // owned by the client from Run on
 	Uplinks []Uplink
 	Mode    scheduler.Mode
+	// Classes are traffic classes, each scheduled by its own mode.
+	Classes []scheduler.Class
 	// MTU caps the inner MTU; 0 means what the paths carry.
 	MTU int
 	// Configure is called with the session's addresses and the inner MTU
@@ -103,7 +105,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	sess, err := newSession(0, opts.Mode)
+	sess, err := newSession(0, opts.Mode, opts.Classes)
 	if sess != nil {
 		sess.announce = make(chan struct{}, 1)
 	}
@@ -198,7 +200,12 @@ func (c *Client) Run(ctx context.Context) error {
 	if c.opts.MTU == 0 {
 		wg.Go(func() { c.followMTU(ctx) })
 	}
-	wg.Go(func() { every(ctx, probeInterval, func() { c.sess.failover(&c.counters) }) })
+	wg.Go(func() {
+		every(ctx, probeInterval, func() {
+			c.sess.failover(&c.counters)
+			c.sess.updateHold(c.writer)
+		})
+	})
 	wg.Go(func() { c.sess.announcePaths(ctx, &c.counters) })
 	if c.opts.LinkEvents != nil {
 		wg.Go(func() { c.watchLinks(ctx) })
@@ -412,7 +419,7 @@ func (c *Client) join(w *transport.Welcome, pathMTU int) error {
 	old := c.welcome
 	if old != nil && old.Session != w.Session {
 		c.log.Info("concentrator started a new session", "old", old.Session, "new", w.Session)
-		c.sess.resetWindow()
+		c.sess.resetRx(c.writer)
 	}
 	if old != nil && slices.Equal(old.Addresses, w.Addresses) {
 		c.welcome = w
@@ -448,11 +455,7 @@ func (c *Client) outbound(p packetRef, info *packet.Info) {
 
 // deliver writes a data packet from the concentrator to the TUN.
 func (c *Client) deliver(ctx context.Context, l *link, seq uint64, pkt []byte) {
-	if !c.sess.accept(seq) {
-		c.counters.DropDuplicate.Add(1)
-		return
-	}
-	c.writer.writeCopy(ctx, pkt)
+	c.sess.deliver(ctx, l, seq, pkt, c.writer, &c.counters)
 }
 
 // ClientStatus is what `braid status` shows of a client.
@@ -464,6 +467,7 @@ type ClientStatus struct {
 	MTU       int             `json:"mtu"`
 	Mode      string          `json:"mode"`
 	Paths     []PathStatus    `json:"paths"`
+	Reorder   ReorderStatus   `json:"reorder"`
 	Budgets   []BudgetStatus  `json:"budgets,omitempty"`
 	Counters  CounterSnapshot `json:"counters"`
 	// Goroutines is the process's goroutine count and HeapLive the heap
@@ -491,7 +495,7 @@ func gcStats() (live, cycles uint64) {
 
 // Status returns the client's state.
 func (c *Client) Status() ClientStatus {
-	st := ClientStatus{Role: "client", Mode: string(c.opts.Mode), Paths: c.sess.pathStatus(), Counters: c.counters.Snapshot(),
+	st := ClientStatus{Role: "client", Mode: string(c.opts.Mode), Paths: c.sess.pathStatus(), Reorder: c.sess.reorderStatus(), Counters: c.counters.Snapshot(),
 		Goroutines: runtime.NumGoroutine()}
 	st.HeapLive, st.GCCycles = gcStats()
 	for _, m := range c.meterOrder {

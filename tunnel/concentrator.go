@@ -265,7 +265,7 @@ func (c *Concentrator) join(pr *peer, l *link) (*session, error) {
 	if s == nil || pr.instance != hello.Instance {
 		var b [8]byte
 		rand.Read(b[:])
-		if s, err = newSession(binary.BigEndian.Uint64(b[:]), mode); err != nil {
+		if s, err = newSession(binary.BigEndian.Uint64(b[:]), mode, nil); err != nil {
 			return nil, err
 		}
 		if old := pr.sess.Swap(s); old != nil {
@@ -288,6 +288,7 @@ func (c *Concentrator) failover() {
 	for _, pr := range c.peers {
 		if s := pr.sess.Load(); s != nil {
 			s.failover(&c.counters)
+			s.updateHold(c.writer)
 		}
 	}
 }
@@ -368,11 +369,7 @@ func (e *peerEndpoint) deliver(ctx context.Context, l *link, seq uint64, pkt []b
 	}
 	// Only a packet that passed the checks takes its sequence number, so
 	// a bad copy cannot shadow a good one arriving on another path.
-	if !e.sess.accept(seq) {
-		c.counters.DropDuplicate.Add(1)
-		return
-	}
-	c.writer.writeCopy(ctx, pkt)
+	e.sess.deliver(ctx, l, seq, pkt, c.writer, &c.counters)
 }
 
 // SessionStatus is one client as the concentrator sees it.
@@ -383,6 +380,7 @@ type SessionStatus struct {
 	Session   uint64         `json:"session,omitempty"`
 	State     string         `json:"state"` // active, grace (no path) or none
 	Paths     []PathStatus   `json:"paths,omitempty"`
+	Reorder   *ReorderStatus `json:"reorder,omitempty"`
 }
 
 // ConcentratorStatus is what `braid status` shows of a concentrator.
@@ -400,6 +398,8 @@ func (c *Concentrator) Status() ConcentratorStatus {
 		ss := SessionStatus{Name: pr.Name, Addresses: pr.addrs, Prefixes: pr.Prefixes, State: "none"}
 		if s := pr.sess.Load(); s != nil {
 			ss.Session, ss.Paths, ss.State = s.id, s.pathStatus(), "active"
+			rs := s.reorderStatus()
+			ss.Reorder = &rs
 			if len(ss.Paths) == 0 {
 				ss.State = "grace"
 			}

@@ -107,6 +107,7 @@ type link struct {
 	carrierDown *atomic.Bool
 
 	lastRecv  atomic.Int64 // monotime of the last datagram received
+	lastData  atomic.Int64 // monotime of the last data datagram received
 	rtt       atomic.Int64 // smoothed RTT in nanoseconds
 	mtu       atomic.Int32 // largest inner packet the path carries now
 	txPackets atomic.Uint64
@@ -115,7 +116,12 @@ type link struct {
 	rxBytes   atomic.Uint64
 	peer      atomic.Pointer[transport.Report]
 
-	highestSeq atomic.Uint64 // highest data sequence number received on this path
+	// highestSeq is the highest data sequence number received on this
+	// path, set by the session's deliver under its rxMu.
+	highestSeq atomic.Uint64
+
+	estMu sync.Mutex // the estimator is fed by the sender, control reader and ticker
+	est   scheduler.Estimator
 
 	// meter, on the client, counts the path's bytes against its uplink's
 	// data budget (nil without one); counted is how much of QUIC's
@@ -203,6 +209,9 @@ func (l *link) state(now int64, interactive bool) scheduler.PathState {
 		QueueCap: cap(l.queue),
 		Metered:  l.hello.Metered,
 	}
+	l.estMu.Lock()
+	l.est.Fill(&st)
+	l.estMu.Unlock()
 	switch l.restriction() {
 	case restrictFailover:
 		st.Metered = true
@@ -220,6 +229,9 @@ func (l *link) refresh() {
 	s := l.path.Stats()
 	if s.SmoothedRTT > 0 {
 		l.rtt.Store(int64(s.SmoothedRTT))
+		l.estMu.Lock()
+		l.est.SetRTT(s.SmoothedRTT, s.MinRTT, s.RTTVar)
+		l.estMu.Unlock()
 	}
 	l.mtu.Store(int32(l.path.MaxDatagram() - transport.HeaderLen))
 	l.count(s)
@@ -330,6 +342,9 @@ func (l *link) sendData(p packetRef) error {
 	if err == nil {
 		now := monotime()
 		l.sent.add(p, now, now-l.keepSent())
+		l.estMu.Lock()
+		l.est.OnSent(n, len(l.queue) > 0)
+		l.estMu.Unlock()
 	} else {
 		putBuffer(p.buf)
 	}
@@ -371,14 +386,13 @@ func (l *link) receiver(ctx context.Context, ep endpoint) error {
 			l.counters.DropBadDgram.Add(1)
 			continue
 		}
-		l.lastRecv.Store(monotime())
+		now := monotime()
+		l.lastRecv.Store(now)
 		switch kind {
 		case transport.KindData:
+			l.lastData.Store(now)
 			l.rxPackets.Add(1) // data only, to match the peer's tx count
 			l.rxBytes.Add(uint64(len(payload)))
-			if seq > l.highestSeq.Load() {
-				l.highestSeq.Store(seq)
-			}
 			ep.deliver(ctx, l, seq, payload)
 		case transport.KindProbe:
 			l.queueProbe(transport.KindProbeReply, seq)
@@ -396,6 +410,9 @@ func (l *link) controlReader(ctx context.Context) error {
 		switch {
 		case m.Report != nil:
 			l.peer.Store(m.Report)
+			l.estMu.Lock()
+			l.est.OnReport(time.Duration(monotime()), m.Report.RxBytes, m.Report.RxPackets)
+			l.estMu.Unlock()
 			if l.meter == nil {
 				l.peerRestrict.Store(int32(parseRestriction(m.Report.Budget)))
 			}

@@ -25,8 +25,17 @@ type session struct {
 	// links exist), for the concentrator's grace period.
 	emptySince atomic.Int64
 
-	rxMu   sync.Mutex // the duplicate filter is shared by all receivers
-	window scheduler.Window
+	// The receive side (reorder.go), shared by all receivers.
+	rxMu      sync.Mutex
+	window    scheduler.Window
+	rxHighest uint64                        // highest sequence number accepted
+	reorder   *scheduler.Reorder[packetRef] // nil while one path delivers
+	released  []packetRef
+	expiry    *time.Timer // calls expire at the reorder buffer's deadline
+	rxWriter  *tunWriter  // where expire releases to
+	rxStates  []scheduler.PathState
+	// reorderDone sums the counts of reorder buffers since freed.
+	reorderDone scheduler.ReorderStats
 
 	// announce, on the client, wakes announcePaths when a path went
 	// down or came back; capacity 1, the latest state is what is sent.
@@ -34,7 +43,7 @@ type session struct {
 
 	// Held by the goroutine that reads the TUN, and by failover.
 	sendMu sync.Mutex
-	sched  scheduler.Scheduler
+	sched  *scheduler.Multi
 	seq    uint64
 	states []scheduler.PathState
 	picks  []int
@@ -42,13 +51,15 @@ type session struct {
 	timer  *time.Timer // bounds a wait for queue room (enqueueWait)
 }
 
-func newSession(id uint64, mode scheduler.Mode) (*session, error) {
-	sched, err := scheduler.New(mode)
+func newSession(id uint64, mode scheduler.Mode, classes []scheduler.Class) (*session, error) {
+	sched, err := scheduler.NewMulti(mode, classes)
 	if err != nil {
 		return nil, err
 	}
 	s := &session{id: id, sched: sched, timer: time.NewTimer(time.Hour)}
 	s.timer.Stop()
+	s.expiry = time.AfterFunc(time.Hour, s.expire)
+	s.expiry.Stop()
 	s.links.Store(&[]*link{})
 	s.emptySince.Store(monotime())
 	return s, nil
@@ -92,19 +103,6 @@ func (s *session) removeLink(l *link) {
 	}
 }
 
-// accept reports whether seq is new to the session.
-func (s *session) accept(seq uint64) bool {
-	s.rxMu.Lock()
-	defer s.rxMu.Unlock()
-	return s.window.Accept(seq)
-}
-
-func (s *session) resetWindow() {
-	s.rxMu.Lock()
-	defer s.rxMu.Unlock()
-	s.window.Reset()
-}
-
 // sendResult says what became of a packet given to send.
 type sendResult int
 
@@ -122,9 +120,9 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	links := s.look(c)
-	interactive := isInteractive(p.packet(), info)
-	s.fillStates(links, monotime(), interactive)
-	pk := scheduler.Packet{Flow: packet.FlowHash(info, 0), Size: p.n, Interactive: interactive}
+	si := schedInfo(p.packet(), info)
+	pk := s.sched.Packet(&si, packet.FlowHash(info, 0))
+	s.fillStates(links, monotime(), pk.Interactive)
 	s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
 	wait := false
 	if len(s.picks) == 0 && anyUp(s.states) {
@@ -240,12 +238,13 @@ func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 			putBuffer(p.buf)
 			continue
 		}
-		interactive := isInteractive(p.packet(), &info)
-		s.fillStates(links, now, interactive)
+		si := schedInfo(p.packet(), &info)
+		pk := s.sched.Packet(&si, packet.FlowHash(&info, 0))
+		s.fillStates(links, now, pk.Interactive)
 		for i := range s.states {
 			s.states[i].QueueCap = 0 // full queues are waited for, below
 		}
-		s.picks = s.sched.Pick(s.picks[:0], scheduler.Packet{Flow: packet.FlowHash(&info, 0), Size: p.n, Interactive: interactive}, s.states)
+		s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
 		if len(s.picks) == 0 || p.n > int(links[s.picks[0]].mtu.Load()) {
 			putBuffer(p.buf)
 			continue
@@ -296,41 +295,25 @@ func (s *session) setPeerDown(names []string) {
 	}
 }
 
-// Interactive packets, which a path whose data budget is used up may
-// still carry with budget_action interactive-only (see budget.go).
-const (
-	dnsPort = 53
-	// maxInteractiveUDP is the largest UDP packet (IP header included)
-	// counted as interactive: voice frames, game state, keystrokes over
-	// QUIC, DNS; bulk transfers fill their packets.
-	maxInteractiveUDP = 200
-	tcpACK            = 0x10
-	tcpFIN            = 0x01
-	tcpRST            = 0x04
-)
-
-// isInteractive says whether a packet is latency-sensitive and small:
-// DNS (UDP or TCP, port 53 either way), UDP packets of at most
-// maxInteractiveUDP bytes, and pure TCP acknowledgements (no payload, no
-// SYN, FIN or RST), which keep the other direction of a transfer going.
-// It reads only what packet.Parse found, plus the TCP data offset.
-func isInteractive(b []byte, info *packet.Info) bool {
-	if info.Fragment {
-		return false
+// schedInfo is what the scheduler's classifier reads of the parsed packet
+// b: the header fields, and the length of the TCP or UDP payload.
+func schedInfo(b []byte, info *packet.Info) scheduler.Info {
+	si := scheduler.Info{
+		Proto: info.Proto, Src: info.Src, Dst: info.Dst,
+		SrcPort: info.SrcPort, DstPort: info.DstPort,
+		DSCP: info.DSCP, Size: info.Len, Payload: -1, TCPFlags: info.TCPFlags,
 	}
-	switch info.Proto {
-	case 17:
-		return info.Len <= maxInteractiveUDP || info.SrcPort == dnsPort || info.DstPort == dnsPort
-	case 6:
-		if info.SrcPort == dnsPort || info.DstPort == dnsPort {
-			return true
-		}
-		if info.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0 || info.TCPFlags&tcpACK == 0 || info.HdrLen+13 > len(b) {
-			return false
-		}
-		return info.Len == info.HdrLen+int(b[info.HdrLen+12]>>4)*4
+	switch {
+	case info.Fragment:
+	case info.Proto == scheduler.ProtoUDP:
+		si.Payload = info.Len - info.HdrLen - 8
+	case info.Proto == scheduler.ProtoTCP && info.HdrLen+13 <= len(b):
+		si.Payload = info.Len - info.HdrLen - int(b[info.HdrLen+12]>>4)*4
 	}
-	return false
+	if si.Payload < 0 {
+		si.Payload = -1
+	}
+	return si
 }
 
 // fillStates puts the scheduler's view of links into s.states.

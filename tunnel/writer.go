@@ -18,12 +18,13 @@ const writerQueueLen = 256
 type tunWriter struct {
 	dev      tun.Device
 	queue    chan packetRef
+	done     chan struct{} // closed when run returns
 	counters *Counters
 	log      *slog.Logger
 }
 
 func newTunWriter(dev tun.Device, c *Counters, log *slog.Logger) *tunWriter {
-	return &tunWriter{dev: dev, queue: make(chan packetRef, writerQueueLen), counters: c, log: log}
+	return &tunWriter{dev: dev, queue: make(chan packetRef, writerQueueLen), done: make(chan struct{}), counters: c, log: log}
 }
 
 // write hands p to the writer, waiting while the queue is full. It
@@ -35,6 +36,16 @@ func (w *tunWriter) write(ctx context.Context, p packetRef) bool {
 	case <-ctx.Done():
 		putBuffer(p.buf)
 		return false
+	}
+}
+
+// put hands p to the writer, waiting while the queue is full, until the
+// writer stops.
+func (w *tunWriter) put(p packetRef) {
+	select {
+	case w.queue <- p:
+	case <-w.done:
+		putBuffer(p.buf)
 	}
 }
 
@@ -60,6 +71,7 @@ func (w *tunWriter) writeCopy(ctx context.Context, pkt []byte) {
 
 // run writes batches until ctx is done.
 func (w *tunWriter) run(ctx context.Context) {
+	defer close(w.done)
 	batch := max(w.dev.BatchSize(), 1) * 4
 	refs := make([]packetRef, 0, batch)
 	bufs := make([][]byte, 0, batch)

@@ -45,7 +45,7 @@ func clientCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&file, "config", "/etc/braid/client.yaml", "config file")
 	cmd.Flags().String("concentrator", "", "concentrator HOST:PORT (overrides the config)")
-	cmd.Flags().String("mode", "", "scheduler mode: failover or aggregate (overrides the config)")
+	cmd.Flags().String("mode", "", "scheduler mode: failover, aggregate, redundant, flow or auto (overrides the config)")
 	cmd.Flags().String("tun-name", "", "TUN device name (overrides the config)")
 	cmd.Flags().Int("tun-mtu", 0, "TUN MTU, 0 for automatic (overrides the config)")
 	cmd.Flags().String("log-level", "", "debug, info, warn or error (overrides the config)")

@@ -1,0 +1,187 @@
+package tunnel
+
+import (
+	"context"
+	"time"
+
+	"github.com/braid-tunnel/braid/scheduler"
+)
+
+// The receive side of a session: duplicate filter, then reorder buffer,
+// then the TUN writer.
+//
+//	link receivers ──▶ Window ──▶ Reorder ──▶ tunWriter
+//	expiry timer ─────────────────▶ Reorder.Expire ─┘
+//
+// The reorder buffer exists only while two or more paths deliver data
+// (see updateHold): with one path packets arrive in order, and an idle
+// session holds no buffer (a concentrator keeps many idle sessions).
+const (
+	// reorderBudget bounds the bytes a session's reorder buffer holds:
+	// 200 ms (scheduler.MaxHold) of 40 Mbit/s. A gap that would need
+	// more is given up on: the buffer flushes rather than grows.
+	reorderBudget = 1 << 20
+	// reorderSlots bounds the packets it holds (a power of two).
+	reorderSlots = 1024
+	// dataRecently is how recently a path must have delivered data to
+	// count as in use for the hold time: long enough that a path used
+	// now and then (failover's spill) keeps the buffer in place.
+	dataRecently = 10 * time.Second
+)
+
+// deliver takes a data packet received with sequence number seq. A
+// duplicate is dropped; the rest reaches w in sequence order, as far as
+// the reorder buffer can restore it.
+func (s *session) deliver(ctx context.Context, l *link, seq uint64, pkt []byte, w *tunWriter, c *Counters) {
+	s.rxMu.Lock()
+	defer s.rxMu.Unlock()
+	// Under rxMu, so that passed never counts a packet not yet pushed.
+	if seq > l.highestSeq.Load() {
+		l.highestSeq.Store(seq)
+	}
+	if !s.window.Accept(seq) {
+		c.DropDuplicate.Add(1)
+		return
+	}
+	s.rxHighest = max(s.rxHighest, seq)
+	if s.reorder == nil {
+		w.writeCopy(ctx, pkt)
+		return
+	}
+	buf := getLarge()
+	n := copy(buf.b[headroom:], pkt)
+	now := time.Duration(monotime())
+	s.released = s.reorder.Push(s.released[:0], now, seq, n, packetRef{buf: buf, n: n})
+	if passed := s.passed(int64(now)); passed > 0 {
+		s.released = s.reorder.Passed(s.released, passed)
+	}
+	s.writeReleased(w)
+	s.armExpiry(now)
+}
+
+// passed is the lowest, over the paths that are up, of the highest
+// sequence number each delivered: each path delivers in order, so a gap
+// below it was lost, not delayed. Every path that is up counts, even one
+// idle for long: the packet that fills the gap may be its first in a
+// while. 0 if no path is up.
+func (s *session) passed(now int64) uint64 {
+	var low uint64
+	for _, l := range *s.links.Load() {
+		if !l.alive(now) {
+			continue
+		}
+		if h := l.highestSeq.Load(); low == 0 || h < low {
+			low = h
+		}
+	}
+	return low
+}
+
+// writeReleased hands what the buffer released to w. rxMu is held.
+func (s *session) writeReleased(w *tunWriter) {
+	for i, p := range s.released {
+		w.put(p)
+		s.released[i] = packetRef{}
+	}
+}
+
+// armExpiry sets the timer for the buffer's next deadline. rxMu is held.
+func (s *session) armExpiry(now time.Duration) {
+	if d, ok := s.reorder.Deadline(); ok {
+		s.expiry.Reset(max(d-now, 0))
+	}
+}
+
+// expire runs when a held gap's deadline passes: it gives up on the gap
+// and releases what waited behind it.
+func (s *session) expire() {
+	s.rxMu.Lock()
+	defer s.rxMu.Unlock()
+	if s.reorder == nil || s.rxWriter == nil {
+		return
+	}
+	now := time.Duration(monotime())
+	s.released = s.reorder.Expire(s.released[:0], now)
+	s.writeReleased(s.rxWriter)
+	s.armExpiry(now)
+}
+
+// updateHold sets how long the reorder buffer waits for a gap from the
+// paths that delivered data lately: their RTT spread plus jitter, or
+// nothing with one path in use. w is where held packets go. The endpoint
+// calls it periodically.
+func (s *session) updateHold(w *tunWriter) {
+	now := monotime()
+	s.rxStates = s.rxStates[:0]
+	for _, l := range *s.links.Load() {
+		st := l.state(now, false)
+		st.Up = st.Up && now-l.lastData.Load() < int64(dataRecently)
+		s.rxStates = append(s.rxStates, st)
+	}
+	hold := scheduler.HoldFor(s.rxStates)
+
+	s.rxMu.Lock()
+	defer s.rxMu.Unlock()
+	s.rxWriter = w
+	switch {
+	case hold > 0 && s.reorder == nil:
+		s.reorder = scheduler.NewReorder[packetRef](reorderBudget, reorderSlots)
+		s.reorder.Start(nil, s.rxHighest+1)
+		s.reorder.SetHold(hold)
+	case hold > 0:
+		s.reorder.SetHold(hold)
+	case s.reorder != nil:
+		s.released = s.reorder.Reset(s.released[:0])
+		s.writeReleased(w)
+		s.dropReorder()
+	}
+}
+
+// dropReorder frees the reorder buffer, keeping its counts. rxMu is held.
+func (s *session) dropReorder() {
+	st := s.reorder.Stats()
+	t := &s.reorderDone
+	t.Held += st.Held
+	t.Late += st.Late
+	t.Skipped += st.Skipped
+	t.Expired += st.Expired
+	t.Overflows += st.Overflows
+	t.Duplicates += st.Duplicates
+	s.reorder = nil
+}
+
+// ReorderStatus is what the reorder buffer of a session did.
+type ReorderStatus struct {
+	Hold time.Duration `json:"hold_ns"` // current hold; 0 while one path delivers
+	scheduler.ReorderStats
+}
+
+func (s *session) reorderStatus() ReorderStatus {
+	s.rxMu.Lock()
+	defer s.rxMu.Unlock()
+	st := ReorderStatus{ReorderStats: s.reorderDone}
+	if r := s.reorder; r != nil {
+		cur := r.Stats()
+		st.Hold = r.Hold()
+		st.Held += cur.Held
+		st.Late += cur.Late
+		st.Skipped += cur.Skipped
+		st.Expired += cur.Expired
+		st.Overflows += cur.Overflows
+		st.Duplicates += cur.Duplicates
+	}
+	return st
+}
+
+// resetRx starts the receive side afresh, for a new session id.
+func (s *session) resetRx(w *tunWriter) {
+	s.rxMu.Lock()
+	defer s.rxMu.Unlock()
+	s.window.Reset()
+	s.rxHighest = 0
+	if s.reorder != nil {
+		s.released = s.reorder.Reset(s.released[:0])
+		s.writeReleased(w)
+		s.dropReorder()
+	}
+}
