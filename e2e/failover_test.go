@@ -115,3 +115,28 @@ func (e *Env) restoreAndWaitTraffic(ctx context.Context, i int, how Cut) (time.D
 		}
 	}
 }
+
+// TestReportRedundant measures the redundant mode with a call: 1000
+// packets/s over two uplinks that each lose 3% at random, then the same
+// with one uplink cut in the middle. Issue 4's goal: under 0.2% lost, and
+// nothing lost to the cut.
+func TestReportRedundant(t *testing.T) {
+	requireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	lossy := shaped
+	lossy.Loss1, lossy.Loss2 = 0.03, 0.03
+	e := start(t, Options{Links: lossy, Mode: "redundant"})
+	call, err := e.Call(ctx, 1000, 8*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := schedule(t, []step{{3 * time.Second, func() error { return e.CutUplink(1, LinkDown) }}})
+	cut, err := e.Call(ctx, 1000, 8*time.Second)
+	wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("REPORT redundant, 3%% loss on each uplink, call 1000 pkt/s: %s (%.2f%% lost); uplink 1 cut at 3 s: %s (%.2f%% lost)",
+		call, 100*float64(call.Lost())/float64(call.Sent), cut, 100*float64(cut.Lost())/float64(cut.Sent))
+}
