@@ -58,6 +58,17 @@ func (e *Env) transfer(ctx context.Context, server netip.Addr, limit int64, dur 
 // transferBetween runs a transfer from a host in namespace from to a
 // listener on addr in namespace to.
 func transferBetween(ctx context.Context, from, to *lab.NS, addr netip.Addr, limit int64, dur time.Duration, during func(int64)) (TransferResult, error) {
+	ln, dial, err := listenDial(from, to, addr)
+	if err != nil {
+		return TransferResult{}, err
+	}
+	defer ln.Close()
+	return runTransfer(ctx, ln, dial, limit, dur, during)
+}
+
+// listenDial listens on addr's transfer port in namespace to, and returns
+// a dialer of it from namespace from.
+func listenDial(from, to *lab.NS, addr netip.Addr) (net.Listener, func(context.Context) (net.Conn, error), error) {
 	hostport := netip.AddrPortFrom(addr, transferPort).String()
 	var ln net.Listener
 	if err := to.Do(func() error {
@@ -65,9 +76,8 @@ func transferBetween(ctx context.Context, from, to *lab.NS, addr netip.Addr, lim
 		ln, err = net.Listen("tcp", hostport)
 		return err
 	}); err != nil {
-		return TransferResult{}, err
+		return nil, nil, err
 	}
-	defer ln.Close()
 	dial := func(ctx context.Context) (net.Conn, error) {
 		var conn net.Conn
 		err := from.Do(func() error {
@@ -78,7 +88,7 @@ func transferBetween(ctx context.Context, from, to *lab.NS, addr netip.Addr, lim
 		})
 		return conn, err
 	}
-	return runTransfer(ctx, ln, dial, limit, dur, during)
+	return ln, dial, nil
 }
 
 // runTransfer sends over a connection from dial to one accepted on ln.
@@ -225,26 +235,11 @@ func (e *Env) TransferRawFlows(ctx context.Context, flows int, dir Direction, du
 // FlowsBetween runs flows parallel transfers for dur between a host in
 // namespace from, which dials, and a listener on addr in namespace to.
 func FlowsBetween(ctx context.Context, from, to *lab.NS, addr netip.Addr, flows int, dir Direction, dur time.Duration) (TransferResult, error) {
-	hostport := netip.AddrPortFrom(addr, transferPort).String()
-	var ln net.Listener
-	if err := to.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", hostport)
-		return err
-	}); err != nil {
+	ln, dial, err := listenDial(from, to, addr)
+	if err != nil {
 		return TransferResult{}, err
 	}
 	defer ln.Close()
-	dial := func(ctx context.Context) (net.Conn, error) {
-		var conn net.Conn
-		err := from.Do(func() error {
-			var err error
-			var d net.Dialer
-			conn, err = d.DialContext(ctx, "tcp", hostport)
-			return err
-		})
-		return conn, err
-	}
 	return runFlows(ctx, ln, dial, flows, dir, dur)
 }
 

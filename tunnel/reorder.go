@@ -139,14 +139,7 @@ func (s *session) updateHold(w *tunWriter) {
 
 // dropReorder frees the reorder buffer, keeping its counts. rxMu is held.
 func (s *session) dropReorder() {
-	st := s.reorder.Stats()
-	t := &s.reorderDone
-	t.Held += st.Held
-	t.Late += st.Late
-	t.Skipped += st.Skipped
-	t.Expired += st.Expired
-	t.Overflows += st.Overflows
-	t.Duplicates += st.Duplicates
+	addReorderStats(&s.reorderDone, s.reorder.Stats())
 	s.reorder = nil
 }
 
@@ -161,16 +154,19 @@ func (s *session) reorderStatus() ReorderStatus {
 	defer s.rxMu.Unlock()
 	st := ReorderStatus{ReorderStats: s.reorderDone}
 	if r := s.reorder; r != nil {
-		cur := r.Stats()
 		st.Hold = r.Hold()
-		st.Held += cur.Held
-		st.Late += cur.Late
-		st.Skipped += cur.Skipped
-		st.Expired += cur.Expired
-		st.Overflows += cur.Overflows
-		st.Duplicates += cur.Duplicates
+		addReorderStats(&st.ReorderStats, r.Stats())
 	}
 	return st
+}
+
+func addReorderStats(t *scheduler.ReorderStats, s scheduler.ReorderStats) {
+	t.Held += s.Held
+	t.Late += s.Late
+	t.Skipped += s.Skipped
+	t.Expired += s.Expired
+	t.Overflows += s.Overflows
+	t.Duplicates += s.Duplicates
 }
 
 // resetRx starts the receive side afresh, for a new session id.
