@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/net/ipv4"
@@ -291,9 +292,19 @@ func (c *batchConn) Close() error {
 	c.taken.Broadcast()
 	close(c.wake) // under mu: queue sends on it only under mu, before closed
 	c.mu.Unlock()
+	// Let the writer send what was queued (a CONNECTION_CLOSE, say), but
+	// not wait on a socket that cannot send: closing it ends the writer.
+	select {
+	case <-c.done:
+	case <-time.After(closeLinger):
+	}
+	err := c.UDPConn.Close()
 	<-c.done
-	return c.UDPConn.Close()
+	return err
 }
+
+// closeLinger bounds how long Close waits for queued packets to be sent.
+const closeLinger = 100 * time.Millisecond
 
 // supportsGSO reports whether the kernel does UDP GSO on c's socket.
 func supportsGSO(c *net.UDPConn) bool {
