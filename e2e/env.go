@@ -40,6 +40,8 @@ type Options struct {
 	// config (named extra0, extra1, ...); their keys are in
 	// Env.ExtraKeys, for tests that open many sessions.
 	ExtraClients int
+	// Metered2 marks uplink 2 metered.
+	Metered2 bool
 }
 
 // Env is a running lab with braid in it.
@@ -178,8 +180,9 @@ uplinks:
   - name: isp2
     interface: %s
     priority: 1
+    metered: %v
 `, netip.AddrPortFrom(t.ConcAddr, ConcPort), config.EncodePublicKey(concPub), filepath.Join(e.Dir, "client.key"),
-		e.clientSocket, mode, t.Uplink1Dev, t.Uplink2Dev)
+		e.clientSocket, mode, t.Uplink1Dev, t.Uplink2Dev, e.opts.Metered2)
 	if err := os.WriteFile(filepath.Join(e.Dir, "concentrator.yaml"), []byte(conc), 0o600); err != nil {
 		return err
 	}

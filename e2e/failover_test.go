@@ -140,3 +140,24 @@ func TestReportRedundant(t *testing.T) {
 	t.Logf("REPORT redundant, 3%% loss on each uplink, call 1000 pkt/s: %s (%.2f%% lost); uplink 1 cut at 3 s: %s (%.2f%% lost)",
 		call, 100*float64(call.Lost())/float64(call.Sent), cut, 100*float64(cut.Lost())/float64(cut.Sent))
 }
+
+// TestReportMeteredIdle measures what an idle metered standby uplink
+// costs: the bytes on its wire (both directions, as the interface counts
+// them) over 20 s with the tunnel idle, per minute.
+func TestReportMeteredIdle(t *testing.T) {
+	e := start(t, Options{Links: shaped, Metered2: true})
+	wire := func() uint64 {
+		l, err := e.Topo.Client.Handle().LinkByName(e.Topo.Uplink2Dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := l.Attrs().Statistics
+		return st.TxBytes + st.RxBytes
+	}
+	const window = 20 * time.Second
+	time.Sleep(2 * time.Second) // past the start's handshake and first reports
+	before := wire()
+	time.Sleep(window) // the measurement window, not a synchronisation
+	used := wire() - before
+	t.Logf("REPORT idle metered uplink: %d bytes in %v on its wire, %.0f bytes a minute", used, window, float64(used)*float64(time.Minute)/float64(window))
+}
