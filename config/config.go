@@ -27,7 +27,19 @@
 //	    budget_start_day     monthly: day of the month the period starts, 1..28 (default 1)
 //	    budget_action        once the budget is used: failover-only, interactive-only or block (default failover-only)
 //	    budget_warn          log a warning once per period at this share, e.g. 80% (default: none)
+//	    rate_cap             ceiling on the uplink's estimated rate, e.g. 20Mbit (default 0: none)
 //	mode                     failover, aggregate, redundant, flow or auto (default failover)
+//	redundancy               copies of each packet in mode redundant, 2..number of uplinks (default 2)
+//	classes                  traffic classes, each scheduled by its own mode; the first that matches:
+//	  - name                 unique name (required)
+//	    mode                 failover, aggregate, redundant, flow or auto (required)
+//	    copies               mode redundant: copies, 2..number of uplinks (default: redundancy)
+//	    interactive          its packets are interactive (default false)
+//	    protocol             tcp, udp, icmp, icmpv6 or 0..255 (default: any)
+//	    ports                source or destination ports: 443 or 10000-20000 (default: any)
+//	    src_ports, dst_ports source, destination ports (default: any)
+//	    dscp                 code points: 0..63 or EF, AF41, CS1... (default: any)
+//	    src, dst             source, destination prefixes (default: any)
 //	routes                   prefixes sent into the tunnel (default 0.0.0.0/0 and ::/0)
 //	tun.name                 TUN device name (default braid0)
 //	tun.mtu                  TUN MTU, 0 for automatic from the paths, else 1280..65535 (default 0)
@@ -61,6 +73,7 @@
 package config
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -114,6 +127,10 @@ type Uplink struct {
 	BudgetStartDay int     `mapstructure:"budget_start_day"` // monthly: day the period starts, 1..28 (default 1)
 	BudgetAction   string  `mapstructure:"budget_action"`    // ActionFailoverOnly (default), ActionInteractiveOnly, ActionBlock
 	BudgetWarn     Percent `mapstructure:"budget_warn"`      // log once per period at this share; 0 for never
+
+	// RateCap, if set, is the most the uplink's rate estimate may be:
+	// a ceiling, not a setting (rates are measured).
+	RateCap Rate `mapstructure:"rate_cap"`
 }
 
 // Client is the configuration of braid client.
@@ -123,6 +140,8 @@ type Client struct {
 	PrivateKeyFile        string         `mapstructure:"private_key_file"`        // see LoadPrivateKey
 	Uplinks               []Uplink       `mapstructure:"uplinks"`                 // at least one
 	Mode                  string         `mapstructure:"mode"`                    // one of the Mode constants
+	Redundancy            int            `mapstructure:"redundancy"`              // copies in mode redundant
+	Classes               []Class        `mapstructure:"classes"`                 // see class.go
 	Routes                []netip.Prefix `mapstructure:"routes"`                  // sent into the tunnel
 	Tun                   Tun            `mapstructure:"tun"`
 	Table                 int            `mapstructure:"table"`  // routing table for the tunnel routes
@@ -173,6 +192,7 @@ var clientDefaults = map[string]any{
 	"concentrator_public_key": "",
 	"private_key_file":        "",
 	"mode":                    ModeFailover,
+	"redundancy":              MinCopies,
 	"routes":                  []string{"0.0.0.0/0", "::/0"},
 	"tun.name":                "braid0",
 	"tun.mtu":                 0,
@@ -221,6 +241,7 @@ func LoadClientWith(path string, overrides map[string]any) (*Client, error) {
 		}
 		u.fillBudget()
 	}
+	c.fillClasses()
 	if err := c.Validate(); err != nil {
 		return nil, fileError(path, err)
 	}
@@ -319,6 +340,7 @@ func readError(err error) error {
 
 func decodeHook() mapstructure.DecodeHookFunc {
 	return mapstructure.ComposeDecodeHookFunc(
+		numberToText,
 		parseHook(mapstructure.TextUnmarshallerHookFunc()),
 		parseHook(mapstructure.StringToTimeDurationHookFunc()),
 		// StringToSliceHookFunc only makes []string; routes are []netip.Prefix.
@@ -343,6 +365,24 @@ func parseHook(h mapstructure.DecodeHookFunc) mapstructure.DecodeHookFuncValue {
 		}
 		return out, nil
 	}
+}
+
+// numberToText lets a number stand for the text of a type that parses
+// text (a port, a DSCP code point, a protocol, a size, a rate): YAML
+// makes 443 an integer, but it is "443" that PortRange parses.
+func numberToText(from, to reflect.Value) (any, error) {
+	if !reflect.PointerTo(to.Type()).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) {
+		return from.Interface(), nil
+	}
+	switch from.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return strconv.FormatInt(from.Int(), 10), nil
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return strconv.FormatUint(from.Uint(), 10), nil
+	case reflect.Float32, reflect.Float64:
+		return strconv.FormatFloat(from.Float(), 'f', -1, 64), nil
+	}
+	return from.Interface(), nil
 }
 
 // decodeError rewords mapstructure's errors, one per bad key, as
@@ -402,6 +442,14 @@ func typeName(t reflect.Type) string {
 		return "size (e.g. 500MB, 10GiB)"
 	case reflect.TypeFor[Percent]():
 		return "percentage (e.g. 80%)"
+	case reflect.TypeFor[Rate]():
+		return "bit rate (e.g. 500kbit, 20Mbit, 1.5Gbit)"
+	case reflect.TypeFor[PortRange]():
+		return "port or port range (e.g. 443, 10000-20000)"
+	case reflect.TypeFor[DSCP]():
+		return "DSCP code point (0..63, EF, AF41, CS1...)"
+	case reflect.TypeFor[Protocol]():
+		return "protocol (tcp, udp, icmp, icmpv6 or 0..255)"
 	}
 	switch t.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
@@ -438,6 +486,12 @@ func (c *Client) Validate() error {
 		return err
 	}
 	if err := checkOneOf("mode", c.Mode, modes); err != nil {
+		return err
+	}
+	if err := checkCopies("redundancy", c.Redundancy, len(c.Uplinks)); err != nil {
+		return err
+	}
+	if err := checkClasses(c.Classes, len(c.Uplinks)); err != nil {
 		return err
 	}
 	for i, p := range c.Routes {

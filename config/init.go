@@ -242,7 +242,23 @@ private_key_file: {{q .KeyFile}}
 
 # failover: all traffic on the best working uplink (lowest priority).
 # aggregate: traffic spread over every working uplink by weight.
+# redundant: every packet on "redundancy" uplinks (2..number of uplinks).
+# flow: each flow on one uplink; auto: picked per flow from measurements.
 mode: failover
+# redundancy: 2
+
+# Traffic classes: packets a class matches (the first that does) are
+# scheduled by its mode. Match on protocol (tcp, udp, icmp or a number),
+# ports (either end), src_ports, dst_ports ("443" or "10000-20000"),
+# dscp (0..63 or EF, AF41, CS1...) and src, dst prefixes.
+# classes:
+#   - name: calls
+#     mode: redundant               # copies: 2 (default: redundancy)
+#     protocol: udp
+#     dst_ports: [3478, "10000-20000"]
+#   - name: voice
+#     mode: redundant
+#     dscp: [EF]
 
 # One entry per network interface to send tunnel traffic over.
 uplinks:
@@ -255,6 +271,7 @@ uplinks:
   #   budget_start_day: 1           # the plan's first day of the month, 1..28
   #   budget_action: failover-only  # then: failover-only, interactive-only or block
   #   budget_warn: 80%
+  #   rate_cap: 20Mbit              # ceiling on the measured rate (500kbit, 1.5Gbit, ...)
 
 # Destinations sent through the tunnel.
 routes:

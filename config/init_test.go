@@ -157,3 +157,43 @@ func TestParseInitClient(t *testing.T) {
 		}
 	}
 }
+
+// TestClientTemplateExamples uncomments the commented examples of the
+// client template (the second uplink, redundancy and classes): they load.
+func TestClientTemplateExamples(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "braid")
+	if _, err := WriteInit(InitSpec{Dir: dir, Concentrator: "vpn.example.com:9443", Clients: []InitClient{{Name: "laptop"}}}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "client-laptop.yaml")
+	text, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	inClasses := false
+	for _, line := range strings.Split(string(text), "\n") {
+		switch {
+		case strings.HasPrefix(line, "  # "):
+			line = "  " + line[4:] // the second uplink
+		case line == "# redundancy: 2", line == "# classes:":
+			line, inClasses = line[2:], line == "# classes:"
+		case inClasses && strings.HasPrefix(line, "#   "):
+			line = line[2:]
+		default:
+			inClasses = false
+		}
+		out = append(out, line)
+	}
+	uncommented := strings.Join(out, "\n")
+	if err := os.WriteFile(path, []byte(uncommented), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadClient(path)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, uncommented)
+	}
+	if len(c.Uplinks) != 2 || c.Uplinks[1].RateCap != 20e6 || c.Redundancy != 2 || len(c.Classes) != 2 || c.Classes[1].DSCP[0] != 46 {
+		t.Errorf("uncommented examples gave %+v", c)
+	}
+}

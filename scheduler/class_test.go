@@ -185,3 +185,26 @@ func BenchmarkClassify(b *testing.B) {
 		_ = m.Packet(&info, 1)
 	}
 }
+
+// TestMultiCopies: the default scheduler of mode Redundant sends the
+// configured number of copies; other modes ignore it.
+func TestMultiCopies(t *testing.T) {
+	paths := []PathState{up(0, 1), up(1, 1), up(2, 1), up(3, 1)}
+	bulk := tcp(443, 1448, tcpACK)
+	for _, tt := range []struct {
+		mode   Mode
+		copies int
+		want   int
+	}{{Redundant, 3, 3}, {Redundant, 0, DefaultCopies}, {Redundant, 9, 4}, {Failover, 3, 1}} {
+		m, err := NewMultiCopies(tt.mode, tt.copies, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Pick(nil, m.Packet(&bulk, 1), paths); len(got) != tt.want {
+			t.Errorf("%s with %d copies: Pick = %v, want %d paths", tt.mode, tt.copies, got, tt.want)
+		}
+	}
+	if _, err := NewMultiCopies("bogus", 2, nil); err == nil {
+		t.Error("NewMultiCopies(bogus) succeeded")
+	}
+}

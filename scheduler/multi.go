@@ -18,6 +18,12 @@ type Multi struct {
 // NewMulti returns a Multi that schedules packets of no class by def and
 // those of each class by the class's Mode.
 func NewMulti(def Mode, classes []Class) (*Multi, error) {
+	return NewMultiCopies(def, DefaultCopies, classes)
+}
+
+// NewMultiCopies is NewMulti where a def of Redundant sends copies copies
+// (copies < 1 means DefaultCopies).
+func NewMultiCopies(def Mode, copies int, classes []Class) (*Multi, error) {
 	c, err := NewClassifier(classes)
 	if err != nil {
 		return nil, err
@@ -25,6 +31,9 @@ func NewMulti(def Mode, classes []Class) (*Multi, error) {
 	d, err := New(def)
 	if err != nil {
 		return nil, err
+	}
+	if m, _ := ParseMode(string(def)); m == Redundant {
+		d = NewRedundant(copies)
 	}
 	m := &Multi{classifier: c, scheds: []Scheduler{d}}
 	for _, cl := range c.classes {

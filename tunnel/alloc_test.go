@@ -27,7 +27,7 @@ func testLink(name string, prio int) *link {
 // allocate nothing in braid's code.
 func TestHotPathDoesNotAllocate(t *testing.T) {
 	for _, mode := range []scheduler.Mode{scheduler.Failover, scheduler.Aggregate} {
-		s, err := newSession(1, mode, nil)
+		s, err := newSession(1, mode, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

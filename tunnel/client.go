@@ -38,6 +38,10 @@ type Uplink struct {
 	Weight    float64
 	Metered   bool
 	Budget    *Budget // a data budget; nil for none
+	// RateCap, if positive, is the most the path's estimated delivery
+	// rate may be, in bytes/s (scheduler.Estimator.Cap): a ceiling for
+	// a link slower than it looks, not a rate limit.
+	RateCap float64
 	// Resolve says how to reach the concentrator over this uplink now. It
 	// is called before every dial, since an uplink's address can change.
 	Resolve func() (transport.DialConfig, error)
@@ -48,6 +52,9 @@ type ClientOptions struct {
 	Device  tun.Device // owned by the client from Run on
 	Uplinks []Uplink
 	Mode    scheduler.Mode
+	// Copies is how many paths mode Redundant sends each packet on; 0
+	// means scheduler.DefaultCopies. Classes say their own.
+	Copies int
 	// Classes are traffic classes, each scheduled by its own mode.
 	Classes []scheduler.Class
 	// MTU caps the inner MTU; 0 means what the paths carry.
@@ -105,7 +112,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	sess, err := newSession(0, opts.Mode, opts.Classes)
+	sess, err := newSession(0, opts.Mode, opts.Copies, opts.Classes)
 	if sess != nil {
 		sess.announce = make(chan struct{}, 1)
 	}
@@ -322,6 +329,7 @@ func (c *Client) dial(ctx context.Context, u Uplink) (*link, error) {
 		return nil, err
 	}
 	l := newLink(u.Name, hello, p, true, &c.counters, c.log)
+	l.est.Cap = u.RateCap // not yet shared: no need for estMu
 	l.carrierDown = c.carrierDown[u.Name]
 	l.meter = c.meters[u.Name]
 	if err := c.join(w, int(l.mtu.Load())); err != nil {

@@ -265,7 +265,7 @@ func (c *Concentrator) join(pr *peer, l *link) (*session, error) {
 	if s == nil || pr.instance != hello.Instance {
 		var b [8]byte
 		rand.Read(b[:])
-		if s, err = newSession(binary.BigEndian.Uint64(b[:]), mode, nil); err != nil {
+		if s, err = newSession(binary.BigEndian.Uint64(b[:]), mode, 0, nil); err != nil {
 			return nil, err
 		}
 		if old := pr.sess.Swap(s); old != nil {

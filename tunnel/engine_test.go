@@ -50,8 +50,10 @@ type harness struct {
 	client     *Client
 	clientStop func()
 	linkEvents chan transport.LinkEvent
-	metered    map[int]bool     // paths of the next client that are metered
-	budgets    map[int]*Budget  // data budgets of the next client's paths
+	metered    map[int]bool    // paths of the next client that are metered
+	budgets    map[int]*Budget // data budgets of the next client's paths
+	rateCaps   map[int]float64 // rate caps (bytes/s) of the next client's paths
+	classes    []scheduler.Class
 	clock      func() time.Time // the next client's wall clock; nil for time.Now
 }
 
@@ -159,14 +161,14 @@ func (h *harness) startClient(dev tun.Device, mode scheduler.Mode, n int) {
 		p := h.proxies[i]
 		uplinks = append(uplinks, Uplink{
 			Name: []string{"wifi", "lte", "dsl"}[i], Interface: []string{"wlan0", "wwan0", "eth0"}[i], Priority: i, Weight: 1,
-			Metered: h.metered[i], Budget: h.budgets[i],
+			Metered: h.metered[i], Budget: h.budgets[i], RateCap: h.rateCaps[i],
 			Resolve: func() (transport.DialConfig, error) {
 				return transport.DialConfig{Remote: p.Addr(), Source: netip.MustParseAddr("127.0.0.1"), TLS: tlsConf}, nil
 			},
 		})
 	}
 	h.linkEvents = make(chan transport.LinkEvent)
-	c, err := NewClient(ClientOptions{Device: dev, Uplinks: uplinks, Mode: mode, LinkEvents: h.linkEvents, Clock: h.clock,
+	c, err := NewClient(ClientOptions{Device: dev, Uplinks: uplinks, Mode: mode, Classes: h.classes, LinkEvents: h.linkEvents, Clock: h.clock,
 		Logger: h.log.With("end", "client")})
 	if err != nil {
 		h.t.Fatal(err)

@@ -51,8 +51,8 @@ type session struct {
 	timer  *time.Timer // bounds a wait for queue room (enqueueWait)
 }
 
-func newSession(id uint64, mode scheduler.Mode, classes []scheduler.Class) (*session, error) {
-	sched, err := scheduler.NewMulti(mode, classes)
+func newSession(id uint64, mode scheduler.Mode, copies int, classes []scheduler.Class) (*session, error) {
+	sched, err := scheduler.NewMultiCopies(mode, copies, classes)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 // fullSession returns a session with one link whose queue is full.
 func fullSession(t *testing.T) (*session, *link) {
 	t.Helper()
-	s, err := newSession(1, scheduler.Failover, nil)
+	s, err := newSession(1, scheduler.Failover, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestInflightKeepsRecentAndBounded(t *testing.T) {
 // TestResendOnPathDown: what a link had in flight when it went down is
 // queued on the path the scheduler picks now, with its sequence number.
 func TestResendOnPathDown(t *testing.T) {
-	s, err := newSession(1, scheduler.Failover, nil)
+	s, err := newSession(1, scheduler.Failover, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestResendOnPathDown(t *testing.T) {
 // TestPeerDownFollowsClient: the concentrator takes out exactly the paths
 // the client last said were down.
 func TestPeerDownFollowsClient(t *testing.T) {
-	s, _ := newSession(1, scheduler.Failover, nil)
+	s, _ := newSession(1, scheduler.Failover, 0, nil)
 	a, b := testLink("a", 0), testLink("b", 1)
 	s.addLink(a)
 	s.addLink(b)

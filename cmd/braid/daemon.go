@@ -133,7 +133,7 @@ func runClient(ctx context.Context, cfg *config.Client) error {
 	for _, u := range cfg.Uplinks {
 		uplinks = append(uplinks, tunnel.Uplink{
 			Name: u.Name, Interface: u.Interface, Priority: u.Priority, Weight: u.Weight, Metered: u.Metered,
-			Budget: budget(u),
+			Budget: budget(u), RateCap: u.RateCap.BytesPerSecond(),
 			Resolve: func() (transport.DialConfig, error) {
 				src := u.Source
 				if !src.IsValid() {
@@ -153,7 +153,8 @@ func runClient(ctx context.Context, cfg *config.Client) error {
 		}
 	}()
 	client, err := tunnel.NewClient(tunnel.ClientOptions{
-		Device: dev, Uplinks: uplinks, Mode: scheduler.Mode(cfg.Mode), MTU: cfg.Tun.MTU, Configure: configure,
+		Device: dev, Uplinks: uplinks, Mode: scheduler.Mode(cfg.Mode), Copies: cfg.Redundancy, Classes: classes(cfg.Classes),
+		MTU: cfg.Tun.MTU, Configure: configure,
 		LinkEvents: events, UsageFile: cfg.UsageFile, Logger: log,
 	})
 	if err != nil {
@@ -176,6 +177,35 @@ func budget(u config.Uplink) *tunnel.Budget {
 	}
 	return &tunnel.Budget{Limit: uint64(u.Budget), Period: u.BudgetPeriod, StartDay: u.BudgetStartDay,
 		Action: u.BudgetAction, Warn: float64(u.BudgetWarn) / 100}
+}
+
+// classes turns the config's traffic classes into the scheduler's.
+func classes(in []config.Class) []scheduler.Class {
+	var out []scheduler.Class
+	for _, c := range in {
+		out = append(out, scheduler.Class{
+			Name: c.Name, Mode: scheduler.Mode(c.Mode), Copies: c.Copies, Interactive: c.Interactive,
+			Proto: uint8(c.Protocol), Ports: portRanges(c.Ports), SrcPorts: portRanges(c.SrcPorts), DstPorts: portRanges(c.DstPorts),
+			DSCP: dscps(c.DSCP), Src: c.Src, Dst: c.Dst,
+		})
+	}
+	return out
+}
+
+func portRanges(in []config.PortRange) []scheduler.PortRange {
+	var out []scheduler.PortRange
+	for _, r := range in {
+		out = append(out, scheduler.PortRange{Lo: r.Lo, Hi: r.Hi})
+	}
+	return out
+}
+
+func dscps(in []config.DSCP) []uint8 {
+	var out []uint8
+	for _, d := range in {
+		out = append(out, uint8(d))
+	}
+	return out
 }
 
 // resolve turns HOST:PORT into an address, once, at start.
