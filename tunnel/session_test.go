@@ -159,7 +159,7 @@ func TestPeerDownFollowsClient(t *testing.T) {
 // packets that arrive out of order reach the TUN writer in order; with
 // one path, the buffer is out of the way (and holds no memory).
 func TestReorderAcrossPaths(t *testing.T) {
-	s, _ := newSession(1, scheduler.Aggregate, nil)
+	s, _ := newSession(1, scheduler.Aggregate, 0, nil)
 	fast, slow := testLink("fast", 0), testLink("slow", 0)
 	fast.rtt.Store(int64(10 * time.Millisecond))
 	slow.rtt.Store(int64(60 * time.Millisecond))
