@@ -111,6 +111,7 @@ func bondCase(b *testing.B, label string, sumGoal bool, links lab.TopologyOption
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer e.Close() // on b.Fatal; Close is idempotent
 	t := e.Topo
 	fmt.Printf("REPORT bond %s: congestion control %s, mptcp enabled %s\n", label,
 		readSysctl(t.Client, "net/ipv4/tcp_congestion_control"), readSysctl(t.Client, "net/mptcp/enabled"))
