@@ -154,7 +154,8 @@ func bondCase(b *testing.B, label string, sumGoal bool, links lab.TopologyOption
 	e.Close()
 
 	for _, mode := range modes {
-		e, err := Start(ctx, braidBin, Options{Links: links, Mode: mode})
+		// A bond's uplinks are equals; failover keeps its tiers.
+		e, err := Start(ctx, braidBin, Options{Links: links, Mode: mode, EqualPriority: mode != "failover"})
 		if err != nil {
 			b.Errorf("mode %s: %v", mode, err)
 			for _, k := range bondKeys {

@@ -42,6 +42,9 @@ type Options struct {
 	ExtraClients int
 	// Metered2 marks uplink 2 metered.
 	Metered2 bool
+	// EqualPriority gives both uplinks priority 0 (bonding), instead of
+	// uplink 2 the lower priority 1 (failover).
+	EqualPriority bool
 }
 
 // Env is a running lab with braid in it.
@@ -134,6 +137,10 @@ func (e *Env) writeConfigs() error {
 	if err != nil {
 		return err
 	}
+	prio2 := 1
+	if e.opts.EqualPriority {
+		prio2 = 0
+	}
 	mode := e.opts.Mode
 	if mode == "" {
 		mode = "failover"
@@ -179,10 +186,10 @@ uplinks:
     priority: 0
   - name: isp2
     interface: %s
-    priority: 1
+    priority: %d
     metered: %v
 `, netip.AddrPortFrom(t.ConcAddr, ConcPort), config.EncodePublicKey(concPub), filepath.Join(e.Dir, "client.key"),
-		e.clientSocket, mode, t.Uplink1Dev, t.Uplink2Dev, e.opts.Metered2)
+		e.clientSocket, mode, t.Uplink1Dev, t.Uplink2Dev, prio2, e.opts.Metered2)
 	if err := os.WriteFile(filepath.Join(e.Dir, "concentrator.yaml"), []byte(conc), 0o600); err != nil {
 		return err
 	}

@@ -30,8 +30,11 @@ import "time"
 //     and only when that reorders the flow by less than a queue's worth.
 //
 // A path gets a rate estimate only by carrying traffic, so a candidate
-// without one is no home but may take a saturated home's excess, as if it
-// were as fast as the home: that is how it gets measured. Without any
+// without one that passes the RTT and loss bounds is a home as if it were
+// as fast as the fastest rated path (measured: otherwise a second uplink
+// that never carried a flow never gets one, since inner TCP flows rarely
+// saturate a path's queue), and may take a saturated home's excess as if
+// it were as fast as the home: that is how it gets measured. Without any
 // rate estimate, auto is Flow over the tier's usable paths. It is
 // stateless.
 type auto struct{}
@@ -81,7 +84,7 @@ func (auto) Pick(dst []int, p Packet, paths []PathState) []int {
 	start := len(dst)
 	dst = weightedRendezvous(dst, p.Flow, paths, metered, true, good(paths, metered, up))
 	home := &paths[dst[start]] // good admits at least one path
-	if !home.saturated() {
+	if !home.saturated() || !(home.Rate > 0) {
 		return dst
 	}
 	spill := up
@@ -155,6 +158,7 @@ func good(paths []PathState, metered bool, tier filter) filter {
 		return f
 	}
 	f.minRate = ref.Rate / 2
+	f.unrated = true
 	if r := ref.baseRTT(); r > 0 {
 		f.maxRTT = spreadLimit(r)
 	}

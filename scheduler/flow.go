@@ -37,8 +37,11 @@ func weightedRendezvous(dst []int, flow uint64, paths []PathState, metered, rate
 			continue
 		}
 		w := s.weight()
-		if rated {
+		switch {
+		case rated && s.Rate > 0:
 			w = quantise(s.Rate)
+		case rated: // admitted unrated (auto): as fast as the reference
+			w = quantise(2 * f.minRate)
 		}
 		if score := w / -math.Log(unit(rendezvous(flow, i))); best < 0 || score > bestScore {
 			best, bestScore = i, score

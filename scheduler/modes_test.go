@@ -172,7 +172,10 @@ func TestAuto(t *testing.T) {
 		{"full home spills", []PathState{slow, with(fast, deep(256))}, false, []int{0}, false},
 		{"full home, nowhere to spill", []PathState{rated(0, 1e6, 200*ms), with(fast, deep(256))}, false, nil, false},
 		{"unrated: flow by weight", []PathState{up(0, 1), with(up(0, 1), queued(60))}, false, []int{0, 1}, false},
-		{"partly rated: the rated path is home", []PathState{with(up(0, 1), func(s *PathState) { s.RTT = 20 * ms }), fast}, false, []int{1}, false},
+		// An unrated path within the bounds is a home too, so it gets
+		// measured: otherwise it never would (flows rarely saturate).
+		{"partly rated: the unrated path is a home too", []PathState{with(up(0, 1), func(s *PathState) { s.RTT = 20 * ms }), fast}, false, []int{0, 1}, false},
+		{"partly rated: an unrated path far slower is no home", []PathState{with(up(0, 1), func(s *PathState) { s.RTT = 400 * ms }), fast}, false, []int{1}, false},
 		{"partly rated: the unrated path takes the excess", []PathState{with(fast, deep(130)), with(up(0, 1), func(s *PathState) { s.RTT = 20 * ms })}, false, []int{1}, false},
 		{"tiers", []PathState{fast, with(slow, func(s *PathState) { s.Priority = -1 })}, false, []int{1}, false},
 		{"metered waits", []PathState{with(fast, metered), slow}, true, []int{1}, false},

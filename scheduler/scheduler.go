@@ -101,6 +101,7 @@ type filter struct {
 	tier    bool // only paths of Priority prio
 	prio    int
 	minRate float64       // only paths with at least this Rate
+	unrated bool          // with minRate, also paths with no Rate yet
 	maxRTT  time.Duration // if > 0, only paths with a baseRTT at most this
 	maxLoss float64       // if > 0, only paths with at most this Loss
 }
@@ -110,7 +111,7 @@ var usablePath filter
 func (f *filter) admits(s *PathState, metered bool) bool {
 	return s.Up && (!s.Metered || metered) && (f.full || !s.full()) &&
 		(!f.tier || s.Priority == f.prio) &&
-		(f.minRate <= 0 || s.Rate >= f.minRate) &&
+		(f.minRate <= 0 || s.Rate >= f.minRate || f.unrated && s.Rate == 0) &&
 		(f.maxRTT <= 0 || s.baseRTT() <= f.maxRTT) &&
 		(f.maxLoss <= 0 || s.Loss <= f.maxLoss)
 }
