@@ -255,6 +255,11 @@ uplinks:
   #   budget_start_day: 1           # the plan's first day of the month, 1..28
   #   budget_action: failover-only  # then: failover-only, interactive-only or block
   #   budget_warn: 80%
+  # Or one path per interface matching a pattern (or default-route: every
+  # interface with a default route), added and removed as they come and go:
+  # - match: "wlan*"
+  #   name: wifi                    # paths wifi-wlan0, wifi-wlan1, ...
+  #   priority: 5
 
 # Destinations sent through the tunnel.
 routes:
