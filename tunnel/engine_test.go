@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -57,6 +58,9 @@ type harness struct {
 	// sources are the source addresses of the paths, by index; unset
 	// means 127.0.0.1. A test may change one while the client runs.
 	sources sync.Map
+	// absent holds the paths (by index) whose interface is missing: their
+	// Resolve fails.
+	absent sync.Map
 	// match makes path i of the next client a Match entry with this
 	// pattern, over the interfaces that interfaces lists.
 	match      map[int]string
@@ -175,7 +179,10 @@ func (h *harness) startClient(dev tun.Device, mode scheduler.Mode, n int) {
 		u := Uplink{
 			Name: []string{"wifi", "lte", "dsl"}[i], Interface: []string{"wlan0", "wwan0", "eth0"}[i], Priority: i, Weight: 1,
 			Metered: h.metered[i], Budget: h.budgets[i],
-			Resolve: func(string) (transport.DialConfig, error) {
+			Resolve: func(iface string) (transport.DialConfig, error) {
+				if _, gone := h.absent.Load(i); gone {
+					return transport.DialConfig{}, fmt.Errorf("uplink interface %q: Link not found", iface)
+				}
 				return transport.DialConfig{Remote: p.Addr(), Source: h.sourceOf(i), TLS: tlsConf}, nil
 			},
 		}

@@ -138,3 +138,26 @@ func TestMatchedUplinkComesAndGoes(t *testing.T) {
 	h.linkEvents <- transport.LinkEvent{Interface: "wlan5", Deleted: true}
 	waitFor(t, "the matched path closed", 10*time.Second, func() bool { return slices.Equal(names(), []string{"wifi"}) })
 }
+
+// TestMissingInterfaceWaits: an uplink whose interface is missing at
+// start does not stop the client; it is dialled once the interface
+// appears, and joins the session the other path opened.
+func TestMissingInterfaceWaits(t *testing.T) {
+	h := newHarness(t)
+	conc := tuntest.NewChannelTUN()
+	h.startConcentrator(conc.TUN())
+	h.absent.Store(1, true)
+	client := tuntest.NewChannelTUN()
+	h.startClient(client.TUN(), scheduler.Failover, 2)
+	waitFor(t, "the present uplink's path", 10*time.Second, h.pathsUp(1))
+	session := h.client.Status().Session
+	if n := len(h.client.Status().Paths); n != 1 {
+		t.Fatalf("%d paths with one interface missing", n)
+	}
+	h.absent.Delete(1)
+	h.linkEvents <- transport.LinkEvent{Interface: "wwan0", Up: true}
+	waitFor(t, "the plugged uplink's path", 10*time.Second, h.pathsUp(2))
+	if st := h.client.Status(); st.Session != session {
+		t.Errorf("session %x became %x", session, st.Session)
+	}
+}
