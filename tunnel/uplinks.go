@@ -249,9 +249,15 @@ func (c *Client) checkSource(r *uplinkRun) {
 	if err == nil && cfg.Source == src {
 		return
 	}
+	if err != nil {
+		c.log.Info("uplink lost its source address; closing its path until it has one", "path", r.Name, "interface", r.Interface,
+			"old", src, "err", err)
+		c.closeCurrent(r, l, "source address gone", false)
+		return
+	}
 	c.log.Info("uplink source address changed; redialling from the new one", "path", r.Name, "interface", r.Interface,
-		"old", src, "new", cfg.Source, "err", err)
-	c.closeCurrent(r, l, "source address changed", err == nil)
+		"old", src, "new", cfg.Source)
+	c.closeCurrent(r, l, "source address changed", true)
 }
 
 // closeCurrent closes r's path (if only is set, only while that is
