@@ -16,9 +16,13 @@
 //	concentrator_public_key  the concentrator's base64 ed25519 public key (required)
 //	private_key_file         this client's PEM private key (required)
 //	uplinks                  list, at least one:
-//	  - interface            network interface to send over, e.g. wlan0 (required)
-//	    name                 path name, unique (default: the interface)
-//	    source               source address to bind (default: the interface's first address)
+//	  - interface            network interface to send over, e.g. wlan0 (this or match)
+//	    match                instead of interface: a shell pattern on interface names (e.g. "wlan*"),
+//	                         or default-route for any interface with a default route in the main
+//	                         table; each such interface that is up and has an address is a path
+//	    name                 path name, unique (default: the interface); with match, paths are
+//	                         named <name>-<interface>, or the interface without a name
+//	    source               source address to bind (default: the interface's first address; not with match)
 //	    priority             failover order, lower is preferred (default 0)
 //	    metered              avoid unless needed (default false)
 //	    weight               share in aggregate mode, > 0 (default 1)
@@ -80,6 +84,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"path"
 	"reflect"
 	"slices"
 	"strconv"
@@ -113,12 +118,17 @@ type Tun struct {
 // Uplink is one network interface the client sends tunnel traffic over,
 // as one path.
 type Uplink struct {
-	Name      string     `mapstructure:"name"`      // unique path name; defaults to Interface
-	Interface string     `mapstructure:"interface"` // required, e.g. "wlan0"
-	Source    netip.Addr `mapstructure:"source"`    // optional; zero means the interface's first address
-	Priority  int        `mapstructure:"priority"`  // failover order: lower is preferred; default 0
-	Metered   bool       `mapstructure:"metered"`   // used only when no unmetered uplink works
-	Weight    float64    `mapstructure:"weight"`    // share in aggregate mode; default 1
+	Name      string `mapstructure:"name"`      // unique path name; defaults to Interface
+	Interface string `mapstructure:"interface"` // e.g. "wlan0"; this or Match
+	// Match, instead of Interface, makes the entry stand for every
+	// interface whose name matches this shell pattern (path.Match), or
+	// with MatchDefaultRoute every interface with a default route in the
+	// main table. See PathName and Matches.
+	Match    string     `mapstructure:"match"`
+	Source   netip.Addr `mapstructure:"source"`   // optional; zero means the interface's first address
+	Priority int        `mapstructure:"priority"` // failover order: lower is preferred; default 0
+	Metered  bool       `mapstructure:"metered"`  // used only when no unmetered uplink works
+	Weight   float64    `mapstructure:"weight"`   // share in aggregate mode; default 1
 
 	// A data budget, see budget.go: bytes per period (0 for none), what
 	// happens once they are used, and when a warning is logged.
@@ -527,6 +537,9 @@ func checkUplinks(uplinks []Uplink) error {
 		if err := u.check(key); err != nil {
 			return err
 		}
+		if u.Name == "" {
+			continue // a match entry naming its paths after the interfaces
+		}
 		if seen[u.Name] {
 			return fmt.Errorf("key %q: name %q is used by another uplink", key+".name", u.Name)
 		}
@@ -536,11 +549,22 @@ func checkUplinks(uplinks []Uplink) error {
 }
 
 func (u *Uplink) check(key string) error {
-	if err := checkIfName(key+".interface", u.Interface); err != nil {
+	if err := u.checkInterface(key); err != nil {
 		return err
 	}
-	if err := checkName(key+".name", u.Name); err != nil {
-		return err
+	if u.Match == "" || u.Name != "" {
+		if err := checkName(key+".name", u.Name); err != nil {
+			return err
+		}
+	}
+	if u.Match != "" && len(u.Name) > maxMatchName {
+		return fmt.Errorf("key %q: %q is too long for a match entry: at most %d characters, as paths are named <name>-<interface>", key+".name", u.Name, maxMatchName)
+	}
+	if u.Match != "" && u.Name == "" && u.Budget > 0 {
+		return fmt.Errorf("key %q: a match entry with a budget needs a name, which the budget is kept under", key+".name")
+	}
+	if u.Match != "" && u.Source.IsValid() {
+		return fmt.Errorf("key %q: cannot be set with %q: the address comes from each matched interface", key+".source", key+".match")
 	}
 	if u.Source.IsValid() && (u.Source.IsUnspecified() || u.Source.IsMulticast()) {
 		return fmt.Errorf("key %q: %s is not a unicast address", key+".source", u.Source)
@@ -549,6 +573,67 @@ func (u *Uplink) check(key string) error {
 		return fmt.Errorf("key %q: %v is not a positive weight", key+".weight", u.Weight)
 	}
 	return u.checkBudget(key)
+}
+
+// MatchDefaultRoute is the match value that stands for every interface
+// with a default route in the main table.
+const MatchDefaultRoute = "default-route"
+
+// maxMatchName leaves room in a 32-character path name for "-" and an
+// interface name of up to 15.
+const maxMatchName = 16
+
+// checkInterface checks that exactly one of interface and match is set,
+// and that it is valid.
+func (u *Uplink) checkInterface(key string) error {
+	switch {
+	case u.Interface != "" && u.Match != "":
+		return fmt.Errorf("keys %q and %q are both set; give one", key+".interface", key+".match")
+	case u.Match == "":
+		if u.Interface == "" {
+			return fmt.Errorf("keys %q and %q are both empty; give one", key+".interface", key+".match")
+		}
+		return checkIfName(key+".interface", u.Interface)
+	case u.Match == MatchDefaultRoute:
+		return nil
+	}
+	if _, err := path.Match(u.Match, ""); err != nil || strings.ContainsAny(u.Match, "/: \t\n") {
+		return fmt.Errorf("key %q: %q is not a valid interface name pattern (e.g. \"wlan*\") or %s", key+".match", u.Match, MatchDefaultRoute)
+	}
+	return nil
+}
+
+// Matches says whether a match entry stands for the interface called
+// ifname, which has a default route in the main table or not. An entry
+// with Interface set matches only that interface.
+func (u *Uplink) Matches(ifname string, defaultRoute bool) bool {
+	switch u.Match {
+	case "":
+		return ifname == u.Interface
+	case MatchDefaultRoute:
+		return defaultRoute
+	}
+	ok, _ := path.Match(u.Match, ifname)
+	return ok
+}
+
+// PathName is the name of the path a match entry makes for the
+// interface called ifname: <name>-<ifname>, or ifname if the entry has no
+// name. Characters a path name cannot hold become '_'.
+func (u *Uplink) PathName(ifname string) string {
+	clean := []byte(ifname)
+	for i, b := range clean {
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '_' || b == '-') {
+			clean[i] = '_'
+		}
+	}
+	if u.Name == "" {
+		if len(clean) > 0 && (clean[0] == '.' || clean[0] == '-') {
+			clean[0] = '_'
+		}
+		return string(clean)
+	}
+	return u.Name + "-" + string(clean)
 }
 
 // Validate reports the first invalid setting in c, naming its key.

@@ -255,7 +255,20 @@ func TestClientValidate(t *testing.T) {
 		{"short public key", func(c *Client) { c.ConcentratorPublicKey = "AAAA" }, `key "concentrator_public_key": "AAAA" is not a base64 ed25519 public key (32 bytes)`},
 		{"no key file", func(c *Client) { c.PrivateKeyFile = "" }, `key "private_key_file" is empty`},
 		{"no uplinks", func(c *Client) { c.Uplinks = nil }, `key "uplinks": at least one uplink is needed`},
-		{"empty interface", func(c *Client) { c.Uplinks[1].Interface = "" }, `key "uplinks[1].interface" is empty`},
+		{"empty interface", func(c *Client) { c.Uplinks[1].Interface = "" }, `keys "uplinks[1].interface" and "uplinks[1].match" are both empty; give one`},
+		{"interface and match", func(c *Client) { c.Uplinks[1].Match = "wwan*" }, `keys "uplinks[1].interface" and "uplinks[1].match" are both set; give one`},
+		{"match pattern", func(c *Client) { c.Uplinks[1].Interface, c.Uplinks[1].Match = "", "wwan*" }, ""},
+		{"match default route", func(c *Client) { c.Uplinks[1].Interface, c.Uplinks[1].Match = "", "default-route" }, ""},
+		{"match without name", func(c *Client) { c.Uplinks[1] = Uplink{Match: "wl*", Weight: 1} }, ""},
+		{"bad match", func(c *Client) { c.Uplinks[1].Interface, c.Uplinks[1].Match = "", "wl[an" }, `key "uplinks[1].match": "wl[an" is not a valid interface name pattern`},
+		{"match with slash", func(c *Client) { c.Uplinks[1].Interface, c.Uplinks[1].Match = "", "a/b" }, `key "uplinks[1].match": "a/b" is not a valid interface name pattern`},
+		{"match with source", func(c *Client) {
+			c.Uplinks[1].Interface, c.Uplinks[1].Match, c.Uplinks[1].Source = "", "wl*", netip.MustParseAddr("192.0.2.1")
+		}, `key "uplinks[1].source": cannot be set with "uplinks[1].match"`},
+		{"match long name", func(c *Client) {
+			c.Uplinks[1].Interface, c.Uplinks[1].Match, c.Uplinks[1].Name = "", "wl*", "wireless-uplink-x"
+		}, `key "uplinks[1].name": "wireless-uplink-x" is too long for a match entry`},
+		{"match budget without name", func(c *Client) { c.Uplinks[1] = Uplink{Match: "wl*", Weight: 1, Budget: 1 << 30} }, `key "uplinks[1].name": a match entry with a budget needs a name`},
 		{"long interface", func(c *Client) { c.Uplinks[1].Interface = "wwan0123456789ab" }, `key "uplinks[1].interface": "wwan0123456789ab" is not a valid interface name`},
 		{"duplicate names", func(c *Client) { c.Uplinks[1].Name = "wifi" }, `key "uplinks[1].name": name "wifi" is used by another uplink`},
 		{"bad name", func(c *Client) { c.Uplinks[0].Name = "my wifi" }, `key "uplinks[0].name": "my wifi" is not a valid name`},
@@ -352,5 +365,57 @@ func checkErr(t *testing.T, err error, want string) {
 		t.Errorf("no error, want %s", want)
 	case want != "" && !strings.HasPrefix(err.Error(), want):
 		t.Errorf("got  %v\nwant %s", err, want)
+	}
+}
+
+func TestUplinkMatches(t *testing.T) {
+	tests := []struct {
+		u       Uplink
+		ifname  string
+		def     bool
+		matches bool
+		path    string
+	}{
+		{Uplink{Name: "wifi", Match: "wlan*"}, "wlan0", false, true, "wifi-wlan0"},
+		{Uplink{Name: "wifi", Match: "wlan*"}, "wwan0", true, false, "wifi-wwan0"},
+		{Uplink{Match: "wl?"}, "wl0", false, true, "wl0"},
+		{Uplink{Match: "eth[0-3]"}, "eth4", false, false, "eth4"},
+		{Uplink{Name: "any", Match: MatchDefaultRoute}, "eth0", true, true, "any-eth0"},
+		{Uplink{Name: "any", Match: MatchDefaultRoute}, "eth1", false, false, "any-eth1"},
+		{Uplink{Name: "lte", Interface: "wwan0"}, "wwan0", false, true, "lte-wwan0"},
+		{Uplink{Name: "lte", Interface: "wwan0"}, "wwan1", true, false, "lte-wwan1"},
+		{Uplink{Match: "*"}, "-odd@x", false, true, "_odd_x"},
+	}
+	for _, tt := range tests {
+		if got := tt.u.Matches(tt.ifname, tt.def); got != tt.matches {
+			t.Errorf("%+v.Matches(%q, %v) = %v, want %v", tt.u, tt.ifname, tt.def, got, tt.matches)
+		}
+		if got := tt.u.PathName(tt.ifname); got != tt.path {
+			t.Errorf("%+v.PathName(%q) = %q, want %q", tt.u, tt.ifname, got, tt.path)
+		}
+		if err := validName(tt.u.PathName(tt.ifname)); err != nil {
+			t.Errorf("PathName(%q): %v", tt.ifname, err)
+		}
+	}
+}
+
+func TestLoadClientMatch(t *testing.T) {
+	c, err := LoadClient(writeConfig(t, minimalClient+"  - match: \"wwan*\"\n    name: lte\n    priority: 2\n  - match: default-route\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Uplink{
+		{Name: "lte", Match: "wwan*", Priority: 2, Weight: 1},
+		{Match: MatchDefaultRoute, Weight: 1},
+	}
+	for i, w := range want {
+		got := c.Uplinks[2+i]
+		if got.Name != w.Name || got.Match != w.Match || got.Interface != "" || got.Priority != w.Priority || got.Weight != w.Weight {
+			t.Errorf("uplinks[%d] = %+v, want %+v", 2+i, got, w)
+		}
+	}
+	_, err = LoadClient(writeConfig(t, minimalClient+"  - match: \"wwan*\"\n    interface: wwan0\n"))
+	if err == nil || !strings.Contains(err.Error(), `keys "uplinks[2].interface" and "uplinks[2].match" are both set`) || !strings.Contains(err.Error(), "config ") {
+		t.Errorf("err = %v, want one naming the file and both keys", err)
 	}
 }

@@ -272,6 +272,11 @@ uplinks:
   #   budget_action: failover-only  # then: failover-only, interactive-only or block
   #   budget_warn: 80%
   #   rate_cap: 20Mbit              # ceiling on the measured rate (500kbit, 1.5Gbit, ...)
+  # Or one path per interface matching a pattern (or default-route: every
+  # interface with a default route), added and removed as they come and go:
+  # - match: "wlan*"
+  #   name: wifi                    # paths wifi-wlan0, wifi-wlan1, ...
+  #   priority: 5
 
 # Destinations sent through the tunnel.
 routes:

@@ -174,8 +174,8 @@ func TestClientTemplateExamples(t *testing.T) {
 	inClasses := false
 	for _, line := range strings.Split(string(text), "\n") {
 		switch {
-		case strings.HasPrefix(line, "  # "):
-			line = "  " + line[4:] // the second uplink
+		case strings.HasPrefix(line, "  # - "), strings.HasPrefix(line, "  #   "):
+			line = "  " + line[4:] // the second and third uplinks, not the prose between
 		case line == "# redundancy: 2", line == "# classes:":
 			line, inClasses = line[2:], line == "# classes:"
 		case inClasses && strings.HasPrefix(line, "#   "):
@@ -193,7 +193,7 @@ func TestClientTemplateExamples(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, uncommented)
 	}
-	if len(c.Uplinks) != 2 || c.Uplinks[1].RateCap != 20e6 || c.Redundancy != 2 || len(c.Classes) != 2 || c.Classes[1].DSCP[0] != 46 {
+	if len(c.Uplinks) != 3 || c.Uplinks[2].Match != "wlan*" || c.Uplinks[1].RateCap != 20e6 || c.Redundancy != 2 || len(c.Classes) != 2 || c.Classes[1].DSCP[0] != 46 {
 		t.Errorf("uncommented examples gave %+v", c)
 	}
 }

@@ -45,6 +45,10 @@ type Options struct {
 	// EqualPriority gives both uplinks priority 0 (bonding), instead of
 	// uplink 2 the lower priority 1 (failover).
 	EqualPriority bool
+	// Uplinks, if set, replaces the client's uplinks list: YAML list
+	// items, indented by two spaces. Up then waits for UpPaths paths.
+	Uplinks string
+	UpPaths int
 }
 
 // Env is a running lab with braid in it.
@@ -111,7 +115,11 @@ func (e *Env) Up(ctx context.Context) error {
 	if err := e.StartClient(); err != nil {
 		return err
 	}
-	return e.WaitPaths(ctx, 2, 20*time.Second)
+	n := 2
+	if e.opts.UpPaths > 0 {
+		n = e.opts.UpPaths
+	}
+	return e.WaitPaths(ctx, n, 20*time.Second)
 }
 
 // StartClient starts the client, without waiting for its paths.
@@ -136,10 +144,6 @@ func (e *Env) writeConfigs() error {
 	otherPub, err := config.GenerateKeyFile(filepath.Join(e.Dir, "other.key"))
 	if err != nil {
 		return err
-	}
-	prio2 := 1
-	if e.opts.EqualPriority {
-		prio2 = 0
 	}
 	mode := e.opts.Mode
 	if mode == "" {
@@ -181,19 +185,32 @@ mode: %s
 tun:
   name: braid0
 uplinks:
-  - name: isp1
+%s`, netip.AddrPortFrom(t.ConcAddr, ConcPort), config.EncodePublicKey(concPub), filepath.Join(e.Dir, "client.key"),
+		e.clientSocket, mode, e.uplinks())
+	if err := os.WriteFile(filepath.Join(e.Dir, "concentrator.yaml"), []byte(conc), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(e.Dir, "client.yaml"), []byte(client), 0o600)
+}
+
+// uplinks is the client's uplinks list: Options.Uplinks, or the two
+// ISPs, isp1 preferred.
+func (e *Env) uplinks() string {
+	if e.opts.Uplinks != "" {
+		return e.opts.Uplinks
+	}
+	prio2 := 1
+	if e.opts.EqualPriority {
+		prio2 = 0
+	}
+	return fmt.Sprintf(`  - name: isp1
     interface: %s
     priority: 0
   - name: isp2
     interface: %s
     priority: %d
     metered: %v
-`, netip.AddrPortFrom(t.ConcAddr, ConcPort), config.EncodePublicKey(concPub), filepath.Join(e.Dir, "client.key"),
-		e.clientSocket, mode, t.Uplink1Dev, t.Uplink2Dev, prio2, e.opts.Metered2)
-	if err := os.WriteFile(filepath.Join(e.Dir, "concentrator.yaml"), []byte(conc), 0o600); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(e.Dir, "client.yaml"), []byte(client), 0o600)
+`, e.Topo.Uplink1Dev, e.Topo.Uplink2Dev, prio2, e.opts.Metered2)
 }
 
 // extraClients makes the keys of Options.ExtraClients and returns their

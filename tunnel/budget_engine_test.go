@@ -101,8 +101,10 @@ func TestBudgetFailoverOnly(t *testing.T) {
 func TestBudgetInteractiveOnly(t *testing.T) {
 	h, client, server := budgetHarness(t, config.ActionInteractiveOnly)
 	tx, rx := wifiDelta(t, h, func() { transferPort(t, client, server, 5002, 1<<20) })
-	// The client's only pure ACKs are those of the server's SYN and FIN.
-	if tx > 3 {
+	// The upload is some 750 full segments; the client's interactive
+	// packets are a handful (its handshake ACK, FIN, ACKs of the
+	// server's FIN, a window update or two).
+	if tx > 8 {
 		t.Errorf("interactive-only wifi carried %d packets of a bulk upload", tx)
 	}
 	if rx == 0 {

@@ -30,21 +30,33 @@ const (
 	dialTimeout = 5 * time.Second
 )
 
-// Uplink is one path the client keeps to the concentrator.
+// Uplink is one path the client keeps to the concentrator or, with
+// Match set, an entry that makes one path per matching interface (see
+// uplinks.go).
 type Uplink struct {
 	Name      string
-	Interface string // for link events; "" if none
-	Priority  int
-	Weight    float64
-	Metered   bool
-	Budget    *Budget // a data budget; nil for none
+	Interface string // for link and address events; "" if none
+	// Match, if set, makes this an entry for every interface it returns
+	// true for that is up and has an address: each is a path of its own,
+	// named PathName(interface), with this entry's priority, weight,
+	// metering and budget (shared). Interface is then ignored.
+	Match    func(transport.Interface) bool
+	PathName func(ifname string) string
+	Priority int
+	Weight   float64
+	Metered  bool
+	Budget   *Budget // a data budget; nil for none
 	// RateCap, if positive, is the most the path's estimated delivery
 	// rate may be, in bytes/s (scheduler.Estimator.Cap): a ceiling for
 	// a link slower than it looks, not a rate limit.
 	RateCap float64
-	// Resolve says how to reach the concentrator over this uplink now. It
-	// is called before every dial, since an uplink's address can change.
-	Resolve func() (transport.DialConfig, error)
+	// Resolve says how to reach the concentrator over the uplink's
+	// interface iface now. It is called before every dial and on every
+	// address event of the interface, since an uplink's address can
+	// change.
+	Resolve func(iface string) (transport.DialConfig, error)
+
+	entry string // a matched path: the name of its Match entry (its budget)
 }
 
 // ClientOptions configure a Client.
@@ -64,9 +76,14 @@ type ClientOptions struct {
 	// set them on the TUN and install routes. May be nil.
 	Configure func(addrs []netip.Prefix, mtu int) error
 	// LinkEvents, if set, tells of uplink interfaces losing or regaining
-	// carrier (transport.WatchLinks), so a cut moves traffic at once and
-	// a returning uplink is redialled at once.
+	// carrier, appearing and going, and of their addresses
+	// (transport.WatchLinks), so a cut moves traffic at once, a returning
+	// or new uplink is dialled at once and one whose address changed is
+	// redialled from the new address at once.
 	LinkEvents <-chan transport.LinkEvent
+	// Interfaces lists the host's interfaces for the Match entries; nil
+	// for transport.Interfaces (with default routes).
+	Interfaces func() ([]transport.Interface, error)
 	// UsageFile keeps the uplinks' budget usage across restarts (see
 	// budget.go); "" keeps it in memory only.
 	UsageFile string
@@ -85,9 +102,11 @@ type Client struct {
 	sess     *session
 	instance uint64 // tells the concentrator that this process is new
 
-	// Per uplink name: its interface has no carrier; wake its redial loop.
-	carrierDown map[string]*atomic.Bool
-	wake        map[string]chan struct{}
+	// runs are the uplinks' paths being kept, by path name; rematch wakes
+	// the loop that matches interfaces to the Match entries.
+	runsMu  sync.Mutex
+	runs    map[string]*uplinkRun
+	rematch chan struct{}
 	// meters count the bytes of the uplinks with a budget, by name, and
 	// in the order of the uplinks.
 	meters     map[string]*meter
@@ -121,12 +140,11 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	var b [8]byte
 	rand.Read(b[:])
-	c := &Client{opts: opts, log: opts.Logger, sess: sess, instance: binary.BigEndian.Uint64(b[:]),
-		carrierDown: map[string]*atomic.Bool{}, wake: map[string]chan struct{}{}}
-	for _, u := range opts.Uplinks {
-		c.carrierDown[u.Name] = new(atomic.Bool)
-		c.wake[u.Name] = make(chan struct{}, 1)
+	if opts.Interfaces == nil {
+		opts.Interfaces = func() ([]transport.Interface, error) { return transport.Interfaces(true) }
 	}
+	c := &Client{opts: opts, log: opts.Logger, sess: sess, instance: binary.BigEndian.Uint64(b[:]),
+		runs: map[string]*uplinkRun{}, rematch: make(chan struct{}, 1)}
 	c.writer = newTunWriter(opts.Device, &c.counters, c.log)
 	if err := c.setupMeters(); err != nil {
 		return nil, err
@@ -202,7 +220,12 @@ func (c *Client) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { c.writer.run(ctx) })
 	for _, u := range c.opts.Uplinks {
-		wg.Go(func() { c.maintain(ctx, u) })
+		if u.Match == nil {
+			c.startRun(ctx, &wg, u, c.meters[u.Name])
+		}
+	}
+	if slices.ContainsFunc(c.opts.Uplinks, func(u Uplink) bool { return u.Match != nil }) {
+		wg.Go(func() { c.matchUplinks(ctx, &wg) })
 	}
 	if c.opts.MTU == 0 {
 		wg.Go(func() { c.followMTU(ctx) })
@@ -227,116 +250,6 @@ func (c *Client) Run(ctx context.Context) error {
 	wg.Wait()
 	c.saveUsage() // every link has counted its last bytes
 	return err
-}
-
-// maintain keeps one uplink's path up, redialling with backoff.
-func (c *Client) maintain(ctx context.Context, u Uplink) {
-	log := c.log.With("path", u.Name)
-	backoff := minRedial
-	for ctx.Err() == nil {
-		l, err := c.dial(ctx, u)
-		if err != nil {
-			log.Warn("path dial failed", "err", err, "retry_in", backoff)
-			if !c.sleep(ctx, u, backoff) {
-				return
-			}
-			backoff = min(2*backoff, maxRedial)
-			continue
-		}
-		log.Info("path up", "local", l.path.LocalAddr(), "remote", l.path.RemoteAddr(), "mtu", l.mtu.Load())
-		c.sess.addLink(l)
-		start := time.Now()
-		err = l.run(ctx, c)
-		c.sess.removeLink(l)
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("path down", "err", err)
-		// A path that lived briefly (another process with our key, a
-		// concentrator refusing us after the welcome) must not make us
-		// redial in a tight loop.
-		if time.Since(start) > maxRedial {
-			backoff = minRedial
-			continue
-		}
-		if !c.sleep(ctx, u, backoff) {
-			return
-		}
-		backoff = min(2*backoff, maxRedial)
-	}
-}
-
-// sleep waits out a redial backoff, cut short when the uplink's
-// interface comes up. It returns false once ctx is done.
-func (c *Client) sleep(ctx context.Context, u Uplink, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-c.wake[u.Name]:
-	case <-ctx.Done():
-		return false
-	}
-	return true
-}
-
-// watchLinks applies link events to the uplinks on those interfaces.
-func (c *Client) watchLinks(ctx context.Context) {
-	for {
-		var ev transport.LinkEvent
-		select {
-		case ev = <-c.opts.LinkEvents:
-		case <-ctx.Done():
-			return
-		}
-		for _, u := range c.opts.Uplinks {
-			if u.Interface == "" || u.Interface != ev.Interface {
-				continue
-			}
-			c.carrierDown[u.Name].Store(!ev.Up)
-			c.log.Info("uplink interface changed", "path", u.Name, "interface", ev.Interface, "up", ev.Up)
-			if !ev.Up {
-				c.sess.failover(&c.counters) // at once, not at the next look
-			}
-			if ev.Up {
-				select {
-				case c.wake[u.Name] <- struct{}{}:
-				default:
-				}
-			}
-		}
-	}
-}
-
-func (c *Client) dial(ctx context.Context, u Uplink) (*link, error) {
-	cfg, err := u.Resolve()
-	if err != nil {
-		return nil, err
-	}
-	hello := transport.Hello{
-		Version:  transport.ProtocolVersion,
-		Uplink:   u.Name,
-		Priority: u.Priority,
-		Weight:   u.Weight,
-		Metered:  u.Metered,
-		Mode:     string(c.opts.Mode),
-		Instance: c.instance,
-	}
-	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	defer cancel()
-	p, w, err := transport.Dial(dctx, cfg, &hello)
-	if err != nil {
-		return nil, err
-	}
-	l := newLink(u.Name, hello, p, true, &c.counters, c.log)
-	l.est.Cap = u.RateCap // not yet shared: no need for estMu
-	l.carrierDown = c.carrierDown[u.Name]
-	l.meter = c.meters[u.Name]
-	if err := c.join(w, int(l.mtu.Load())); err != nil {
-		p.Close("configuration failed")
-		return nil, err
-	}
-	return l, nil
 }
 
 // Sleep and resume. When a laptop sleeps, the process stops and, on

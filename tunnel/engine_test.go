@@ -5,12 +5,14 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -55,6 +57,23 @@ type harness struct {
 	rateCaps   map[int]float64 // rate caps (bytes/s) of the next client's paths
 	classes    []scheduler.Class
 	clock      func() time.Time // the next client's wall clock; nil for time.Now
+	// sources are the source addresses of the paths, by index; unset
+	// means 127.0.0.1. A test may change one while the client runs.
+	sources sync.Map
+	// absent holds the paths (by index) whose interface is missing: their
+	// Resolve fails.
+	absent sync.Map
+	// match makes path i of the next client a Match entry with this
+	// pattern, over the interfaces that interfaces lists.
+	match      map[int]string
+	interfaces func() ([]transport.Interface, error)
+}
+
+func (h *harness) sourceOf(i int) netip.Addr {
+	if a, ok := h.sources.Load(i); ok {
+		return a.(netip.Addr)
+	}
+	return netip.MustParseAddr("127.0.0.1")
 }
 
 func newHarness(t *testing.T) *harness {
@@ -159,17 +178,26 @@ func (h *harness) startClient(dev tun.Device, mode scheduler.Mode, n int) {
 			h.proxies = append(h.proxies, p)
 		}
 		p := h.proxies[i]
-		uplinks = append(uplinks, Uplink{
+		u := Uplink{
 			Name: []string{"wifi", "lte", "dsl"}[i], Interface: []string{"wlan0", "wwan0", "eth0"}[i], Priority: i, Weight: 1,
 			Metered: h.metered[i], Budget: h.budgets[i], RateCap: h.rateCaps[i],
-			Resolve: func() (transport.DialConfig, error) {
-				return transport.DialConfig{Remote: p.Addr(), Source: netip.MustParseAddr("127.0.0.1"), TLS: tlsConf}, nil
+			Resolve: func(iface string) (transport.DialConfig, error) {
+				if _, gone := h.absent.Load(i); gone {
+					return transport.DialConfig{}, fmt.Errorf("uplink interface %q: Link not found", iface)
+				}
+				return transport.DialConfig{Remote: p.Addr(), Source: h.sourceOf(i), TLS: tlsConf}, nil
 			},
-		})
+		}
+		if pattern := h.match[i]; pattern != "" {
+			u.Interface = ""
+			u.Match = func(iface transport.Interface) bool { ok, _ := path.Match(pattern, iface.Name); return ok }
+			u.PathName = func(ifname string) string { return u.Name + "-" + ifname }
+		}
+		uplinks = append(uplinks, u)
 	}
 	h.linkEvents = make(chan transport.LinkEvent)
 	c, err := NewClient(ClientOptions{Device: dev, Uplinks: uplinks, Mode: mode, Classes: h.classes, LinkEvents: h.linkEvents, Clock: h.clock,
-		Logger: h.log.With("end", "client")})
+		Interfaces: h.interfaces, Logger: h.log.With("end", "client")})
 	if err != nil {
 		h.t.Fatal(err)
 	}

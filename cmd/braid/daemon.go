@@ -101,9 +101,12 @@ func runClient(ctx context.Context, cfg *config.Client) error {
 	if err != nil {
 		return fmt.Errorf("key \"concentrator\": %w", err)
 	}
-	for i, u := range cfg.Uplinks {
+	for _, u := range cfg.Uplinks {
+		if u.Interface == "" {
+			continue
+		}
 		if _, err := net.InterfaceByName(u.Interface); err != nil {
-			return fmt.Errorf("key \"uplinks[%d].interface\": no interface %q on this host", i, u.Interface)
+			log.Warn("uplink interface missing; waiting for it", "path", u.Name, "interface", u.Interface)
 		}
 	}
 	tlsConf, err := transport.ClientTLS(key, serverKey)
@@ -130,23 +133,30 @@ func runClient(ctx context.Context, cfg *config.Client) error {
 		return err
 	}
 	var uplinks []tunnel.Uplink
+	defaultRoutes := false // does a match entry need the main table's default routes?
 	for _, u := range cfg.Uplinks {
-		uplinks = append(uplinks, tunnel.Uplink{
+		defaultRoutes = defaultRoutes || u.Match == config.MatchDefaultRoute
+		tu := tunnel.Uplink{
 			Name: u.Name, Interface: u.Interface, Priority: u.Priority, Weight: u.Weight, Metered: u.Metered,
 			Budget: budget(u), RateCap: u.RateCap.BytesPerSecond(),
-			Resolve: func() (transport.DialConfig, error) {
+			Resolve: func(iface string) (transport.DialConfig, error) {
 				src := u.Source
 				if !src.IsValid() {
 					var err error
-					if src, err = transport.UplinkSource(u.Interface, remote.Addr().Is6()); err != nil {
+					if src, err = transport.UplinkSource(iface, remote.Addr().Is6()); err != nil {
 						return transport.DialConfig{}, err
 					}
 				}
-				return transport.DialConfig{Remote: remote, Interface: u.Interface, Source: src, Mark: cfg.FwMark, TLS: tlsConf}, nil
+				return transport.DialConfig{Remote: remote, Interface: iface, Source: src, Mark: cfg.FwMark, TLS: tlsConf}, nil
 			},
-		})
+		}
+		if u.Match != "" {
+			tu.Match = func(i transport.Interface) bool { return u.Matches(i.Name, i.DefaultRoute) }
+			tu.PathName = u.PathName
+		}
+		uplinks = append(uplinks, tu)
 	}
-	events := make(chan transport.LinkEvent, len(uplinks))
+	events := make(chan transport.LinkEvent, linkEventsLen)
 	go func() {
 		if err := transport.WatchLinks(ctx, events); err != nil {
 			log.Warn("link events unavailable; cuts are found by probes alone", "err", err)
@@ -156,6 +166,7 @@ func runClient(ctx context.Context, cfg *config.Client) error {
 		Device: dev, Uplinks: uplinks, Mode: scheduler.Mode(cfg.Mode), Copies: cfg.Redundancy, Classes: classes(cfg.Classes),
 		MTU: cfg.Tun.MTU, Configure: configure,
 		LinkEvents: events, UsageFile: cfg.UsageFile, Logger: log,
+		Interfaces: func() ([]transport.Interface, error) { return transport.Interfaces(defaultRoutes) },
 	})
 	if err != nil {
 		dev.Close()
@@ -169,6 +180,10 @@ func runClient(ctx context.Context, cfg *config.Client) error {
 	log.Info("client started", "tun", name, "concentrator", remote, "uplinks", len(uplinks), "mode", cfg.Mode)
 	return client.Run(ctx)
 }
+
+// linkEventsLen bounds link and address events waiting for the client: a
+// burst when an interface appears with its addresses.
+const linkEventsLen = 16
 
 // budget is an uplink's data budget, or nil.
 func budget(u config.Uplink) *tunnel.Budget {

@@ -62,10 +62,12 @@ func TestClientConfigErrors(t *testing.T) {
 		{"missing file", []string{"client", "--config", filepath.Join(dir, "nope.yaml")}, nil, "nope.yaml"},
 		{"bad mode", []string{"client", "--config", cfg, "--mode", "fastest"}, nil, `"mode"`},
 		{"bad concentrator", []string{"client", "--config", cfg, "--concentrator", "192.0.2.10:nope"}, nil, `"concentrator"`},
-		{"missing interface", []string{"client", "--config", cfg}, func(t *testing.T) {
+		// A missing interface is no error: the client waits for it.
+		{"bad match", []string{"client", "--config", cfg}, func(t *testing.T) {
 			data, _ := os.ReadFile(cfg)
-			os.WriteFile(cfg, bytes.Replace(data, []byte("interface: eth0"), []byte("interface: nosuch0"), 1), 0o644)
-		}, `"uplinks[0].interface": no interface "nosuch0"`},
+			os.WriteFile(cfg, bytes.Replace(data, []byte("interface: eth0"), []byte(`match: "eth[0"`), 1), 0o644)
+			t.Cleanup(func() { os.WriteFile(cfg, data, 0o644) })
+		}, `"uplinks[0].match": "eth[0" is not a valid interface name pattern`},
 		{"key readable by others", []string{"client", "--config", cfg}, func(t *testing.T) {
 			os.Chmod(filepath.Join(dir, "client-laptop.key"), 0o644)
 		}, "client-laptop.key"},

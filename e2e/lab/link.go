@@ -74,6 +74,32 @@ func (n *NS) AddAddrs(dev string, addrs ...netip.Prefix) error {
 	return nil
 }
 
+// DelAddrs removes addresses from dev.
+func (n *NS) DelAddrs(dev string, addrs ...netip.Prefix) error {
+	link, err := n.link(dev)
+	if err != nil {
+		return err
+	}
+	for _, p := range addrs {
+		if err := n.nl.AddrDel(link, &netlink.Addr{IPNet: ipNet(p)}); err != nil {
+			return fmt.Errorf("lab: %s: delete %v from %s: %w", n.Name, p, dev, err)
+		}
+	}
+	return nil
+}
+
+// DelLink deletes dev (both ends of a veth).
+func (n *NS) DelLink(dev string) error {
+	link, err := n.link(dev)
+	if err != nil {
+		return err
+	}
+	if err := n.nl.LinkDel(link); err != nil {
+		return fmt.Errorf("lab: %s: delete %s: %w", n.Name, dev, err)
+	}
+	return nil
+}
+
 // link looks dev up in n.
 func (n *NS) link(dev string) (netlink.Link, error) {
 	link, err := n.nl.LinkByName(dev)
@@ -129,6 +155,19 @@ func (n *NS) SetLinkUp(dev string, up bool) error {
 // from gw.
 func (n *NS) AddRoute(dst netip.Prefix, gw netip.Addr, dev string) error {
 	return n.AddTableRoute(unix.RT_TABLE_MAIN, dst, gw, dev)
+}
+
+// DelRoute deletes the route to dst through dev from the main table.
+func (n *NS) DelRoute(dst netip.Prefix, dev string) error {
+	link, err := n.link(dev)
+	if err != nil {
+		return err
+	}
+	r := &netlink.Route{Dst: ipNet(dst), LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN}
+	if err := n.nl.RouteDel(r); err != nil {
+		return fmt.Errorf("lab: %s: delete route %v dev %s: %w", n.Name, dst, dev, err)
+	}
+	return nil
 }
 
 // AddTableRoute is AddRoute for routing table table.
