@@ -119,6 +119,9 @@ func (s *session) updateHold(w *tunWriter) {
 		s.rxStates = append(s.rxStates, st)
 	}
 	hold := scheduler.HoldFor(s.rxStates)
+	if !s.reorders {
+		hold = 0
+	}
 
 	s.rxMu.Lock()
 	defer s.rxMu.Unlock()

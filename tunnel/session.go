@@ -34,6 +34,12 @@ type session struct {
 	expiry    *time.Timer // calls expire at the reorder buffer's deadline
 	rxWriter  *tunWriter  // where expire releases to
 	rxStates  []scheduler.PathState
+	// reorders says whether the session's mode spreads a flow's packets
+	// over paths, so that the receiver must restore their order. Flow
+	// keeps each flow on one path, and redundant's first copy comes by
+	// the fastest path; a per-session buffer would only hold every flow
+	// behind another's lost packet.
+	reorders bool
 	// reorderDone sums the counts of reorder buffers since freed.
 	reorderDone scheduler.ReorderStats
 
@@ -56,7 +62,8 @@ func newSession(id uint64, mode scheduler.Mode, copies int, classes []scheduler.
 	if err != nil {
 		return nil, err
 	}
-	s := &session{id: id, sched: sched, timer: time.NewTimer(time.Hour)}
+	s := &session{id: id, sched: sched, timer: time.NewTimer(time.Hour),
+		reorders: mode != scheduler.Flow && mode != scheduler.Redundant}
 	s.timer.Stop()
 	s.expiry = time.AfterFunc(time.Hour, s.expire)
 	s.expiry.Stop()

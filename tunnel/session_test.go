@@ -190,3 +190,20 @@ func TestReorderAcrossPaths(t *testing.T) {
 		t.Error("reorder buffer kept with one path delivering")
 	}
 }
+
+// TestFlowModeNeedsNoReorder: in flow mode each flow keeps to one path,
+// so the receiver holds nothing back even with two paths delivering.
+func TestFlowModeNeedsNoReorder(t *testing.T) {
+	s, _ := newSession(1, scheduler.Flow, 0, nil)
+	fast, slow := testLink("fast", 0), testLink("slow", 0)
+	fast.rtt.Store(int64(10 * time.Millisecond))
+	slow.rtt.Store(int64(60 * time.Millisecond))
+	fast.lastData.Store(monotime())
+	slow.lastData.Store(monotime())
+	s.addLink(fast)
+	s.addLink(slow)
+	s.updateHold(&tunWriter{queue: make(chan packetRef, 1), done: make(chan struct{})})
+	if s.reorder != nil {
+		t.Error("flow mode put a reorder buffer in place")
+	}
+}
