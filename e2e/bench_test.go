@@ -789,13 +789,17 @@ func benchIdleSessions(b *testing.B, ctx context.Context, e *Env) {
 	// sessions' reports leave garbage.
 	if hold, err := time.ParseDuration(os.Getenv("BRAID_BENCH_IDLE_HOLD")); err == nil && hold > 0 {
 		time.Sleep(hold)
-		if os.Getenv("BRAID_MEMPROFILE") != "" {
-			_, conc := e.PIDs()
-			syscall.Kill(conc, syscall.SIGUSR1) // the profiles of then, over those of before
-		}
 		if _, later, err := e.RSS(); err == nil {
 			b.Logf("REPORT concentrator memory %v later: RSS %d KiB: %.1f KiB per idle session",
 				hold, later>>10, float64(later-before)/float64(len(paths))/1024)
+		}
+		if os.Getenv("BRAID_MEMPROFILE") != "" {
+			_, conc := e.PIDs()
+			syscall.Kill(conc, syscall.SIGUSR1) // the profiles of then, over those of before
+			time.Sleep(time.Second)
+		}
+		if err := waitSessions(ctx, e, 1+len(paths), time.Second); err != nil {
+			b.Fatal(err) // they were still there: the RSS counted them
 		}
 	}
 }
