@@ -181,6 +181,43 @@ func BenchmarkDataPath(b *testing.B) {
 		us(wgLat[0]), us(wgLat[1]), us(braidLat[0]), us(braidLat[1]))
 }
 
+// BenchmarkIdleSessions is BenchmarkDataPath's idle-sessions case alone,
+// without the throughput and latency cases or WireGuard:
+//
+//	go test -run '^$' -bench IdleSessions -benchtime 1x ./e2e
+//
+// With BRAID_MEMPROFILE=FILE (%s for the role) in the environment, the
+// concentrator writes its heap and goroutine profiles once the sessions
+// are counted.
+func BenchmarkIdleSessions(b *testing.B) {
+	requireRoot(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	e, err := Build(braidBin, Options{Links: lab.TopologyOptions{Direct: true}, ExtraClients: idleSessions})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if b.Failed() {
+			b.Log(e.Logs())
+		}
+		e.Close()
+	})
+	if err := e.CutUplink(2, LinkDown); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.StartConcentrator(); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.StartClient(); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.WaitPaths(ctx, 1, 20*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("idle-sessions", func(b *testing.B) { benchIdleSessions(b, ctx, e) })
+}
+
 // benchDuration is how long each throughput case runs through each
 // carrier (in two halves for the tunnels).
 const benchDuration = 5 * time.Second
@@ -737,11 +774,34 @@ func benchIdleSessions(b *testing.B, ctx context.Context, e *Env) {
 	if err := waitSessions(ctx, e, 1+len(paths), time.Second); err != nil {
 		b.Fatal(err) // they are still there: the RSS counted them
 	}
+	if os.Getenv("BRAID_MEMPROFILE") != "" {
+		_, conc := e.PIDs()
+		syscall.Kill(conc, syscall.SIGUSR1)
+		time.Sleep(time.Second) // a GC and two profiles
+	}
 	perSession := float64(after-before) / float64(len(paths)) / 1024
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(perSession, "KiB/session")
 	b.Logf("REPORT concentrator memory: RSS %d KiB with 1 client, %d KiB with %d more idle sessions (opened in %v): %.1f KiB per idle session",
 		before>>10, after>>10, len(paths), opened.Round(100*time.Millisecond), perSession)
+	// BRAID_BENCH_IDLE_HOLD=DURATION reads the RSS again after that much
+	// more idle time: the heap regrows towards the GC's goal as the
+	// sessions' reports leave garbage.
+	if hold, err := time.ParseDuration(os.Getenv("BRAID_BENCH_IDLE_HOLD")); err == nil && hold > 0 {
+		time.Sleep(hold)
+		if _, later, err := e.RSS(); err == nil {
+			b.Logf("REPORT concentrator memory %v later: RSS %d KiB: %.1f KiB per idle session",
+				hold, later>>10, float64(later-before)/float64(len(paths))/1024)
+		}
+		if os.Getenv("BRAID_MEMPROFILE") != "" {
+			_, conc := e.PIDs()
+			syscall.Kill(conc, syscall.SIGUSR1) // the profiles of then, over those of before
+			time.Sleep(time.Second)
+		}
+		if err := waitSessions(ctx, e, 1+len(paths), time.Second); err != nil {
+			b.Fatal(err) // they were still there: the RSS counted them
+		}
+	}
 }
 
 // drainControl reads the concentrator's reports on an idle path until it

@@ -57,14 +57,25 @@ const initialPacketSize = 1350
 // GSO runs.
 const connectionIDLength = 17
 
+// controlWindow is the flow control window of the control stream, and of
+// the connection (datagrams are not flow controlled): room for four of
+// the largest control messages, where quic-go's defaults (512 KiB growing
+// to 6 MiB, 15 MiB for the connection) would let a peer make us buffer
+// megabytes per path.
+const controlWindow = 4 * MaxControlMessage
+
 func quicConfig() *quic.Config {
 	return &quic.Config{
-		InitialPacketSize:     initialPacketSize,
-		EnableDatagrams:       true,
-		HandshakeIdleTimeout:  handshakeTimeout,
-		MaxIdleTimeout:        idleTimeout,
-		MaxIncomingStreams:    1, // the control stream
-		MaxIncomingUniStreams: -1,
+		InitialPacketSize:              initialPacketSize,
+		InitialStreamReceiveWindow:     controlWindow,
+		MaxStreamReceiveWindow:         controlWindow,
+		InitialConnectionReceiveWindow: controlWindow,
+		MaxConnectionReceiveWindow:     controlWindow,
+		EnableDatagrams:                true,
+		HandshakeIdleTimeout:           handshakeTimeout,
+		MaxIdleTimeout:                 idleTimeout,
+		MaxIncomingStreams:             1, // the control stream
+		MaxIncomingUniStreams:          -1,
 	}
 }
 

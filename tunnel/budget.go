@@ -22,8 +22,8 @@ import (
 // payloads it sent and received (braid's datagrams with their header, the
 // control stream, acknowledgements, retransmissions, the handshake), plus
 // the IP and UDP headers of each of those packets (28 bytes over IPv4, 48
-// over IPv6). The link's ticker samples QUIC's counters every
-// probeInterval and adds the difference to the uplink's meter, so the hot
+// over IPv6). The link's sender samples QUIC's counters every
+// probeInterval (its ticks) and adds the difference to the uplink's meter, so the hot
 // path pays nothing and a budget is overrun by at most one tick's traffic.
 // Dials that fail before the handshake ends are not counted.
 //

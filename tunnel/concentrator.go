@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -53,6 +54,9 @@ type Concentrator struct {
 	writer   *tunWriter
 	ln       *transport.Listener
 	gw       gateways
+
+	// accepted wakes releaseMemory when a path arrives.
+	accepted chan struct{}
 
 	// Immutable after NewConcentrator: lookups on the packet path take no lock.
 	peers    map[string]*peer // by public key
@@ -101,7 +105,8 @@ func NewConcentrator(opts ConcentratorOptions) (*Concentrator, error) {
 	if opts.GracePeriod <= 0 {
 		opts.GracePeriod = DefaultGracePeriod
 	}
-	c := &Concentrator{opts: opts, log: opts.Logger, peers: map[string]*peer{}, byAddr: map[netip.Addr]*peer{}}
+	c := &Concentrator{opts: opts, log: opts.Logger, peers: map[string]*peer{}, byAddr: map[netip.Addr]*peer{},
+		accepted: make(chan struct{}, 1)}
 	if opts.Pool4.IsValid() {
 		c.gw.v4 = gatewayFor(opts.Pool4)
 	}
@@ -191,6 +196,7 @@ func (c *Concentrator) Run(ctx context.Context) error {
 	wg.Go(func() { c.writer.run(ctx) })
 	wg.Go(func() { c.accept(ctx, &wg) })
 	wg.Go(func() { c.reap(ctx) })
+	wg.Go(func() { c.releaseMemory(ctx) })
 	wg.Go(func() { every(ctx, probeInterval, c.failover) })
 	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound)
 	cancel()
@@ -210,7 +216,62 @@ func (c *Concentrator) accept(ctx context.Context, wg *sync.WaitGroup) {
 			c.log.Debug("accept", "err", err)
 			continue
 		}
+		select {
+		case c.accepted <- struct{}{}:
+		default:
+		}
 		wg.Go(func() { c.serve(ctx, p) })
+	}
+}
+
+// With Go's default GOGC the heap grows to twice what is live before a
+// collection, and the runtime returns freed memory to the OS only above
+// that goal: an idle concentrator's resident memory is about twice its
+// live heap, most of it garbage (handshakes, reports, quic-go's packet
+// buffers). On a small machine that is what limits the clients it can
+// serve, so the concentrator collects and returns the free memory
+// (debug.FreeOSMemory) itself: once a burst of paths arriving is over
+// (the concentrator starting, an ISP coming back; the handshakes leave
+// most garbage), and every releaseEvery otherwise. It costs one
+// collection each, at most one per minRelease, and changes nothing in
+// the collector's pacing under load.
+const (
+	// burstQuiet is how long no path must arrive before a burst is over.
+	burstQuiet = time.Second
+	// releaseEvery bounds the garbage an idle concentrator keeps to what
+	// its sessions make in that time.
+	releaseEvery = 30 * time.Second
+	// minRelease is the least time between two releases, so a steady
+	// trickle of reconnects costs at most a collection every minRelease.
+	minRelease = 10 * time.Second
+)
+
+// releaseMemory returns free memory to the OS after bursts of paths and
+// every releaseEvery.
+func (c *Concentrator) releaseMemory(ctx context.Context) {
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	defer quiet.Stop()
+	periodic := time.NewTicker(releaseEvery)
+	defer periodic.Stop()
+	var last time.Time
+	release := func() {
+		debug.FreeOSMemory()
+		last = time.Now()
+	}
+	for {
+		select {
+		case <-c.accepted:
+			quiet.Reset(max(burstQuiet, minRelease-time.Since(last)))
+		case <-quiet.C:
+			release()
+		case <-periodic.C:
+			if time.Since(last) >= minRelease {
+				release()
+			}
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 

@@ -15,7 +15,7 @@ const inflightLen = 1024
 // The receiver's duplicate filter drops the copies that did arrive.
 //
 // The link's sender adds to it; the TUN reader takes from it when it sees
-// the path go down; the link's ticker trims it, so an idle link holds no
+// the path go down; the link's sender trims it on its ticks, so an idle link holds no
 // buffers.
 type inflight struct {
 	mu   sync.Mutex

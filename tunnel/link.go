@@ -16,10 +16,10 @@ import (
 
 // A link is one live path of a session, with the goroutines that own it:
 //
-//	TUN reader ──▶ queue ──▶ sender ──▶ Path.Send        (one per link)
+//	TUN reader ──▶ queue ──▶ sender ──▶ Path.Send        (run's goroutine)
+//	           its ticks: probes, reports, RTT and MTU refresh
 //	Path.Receive ──▶ receiver ──▶ endpoint.deliver       (one per link)
 //	control stream ──▶ controlReader (peer reports)      (one per link)
-//	ticker: probes, reports, RTT and MTU refresh         (one per link)
 //
 // Liveness comes from the data itself: the client probes every path every
 // probeInterval and the concentrator echoes, so each side hears from a
@@ -93,8 +93,8 @@ type link struct {
 	// wasUp is whether the path was up at the session's last look
 	// (under its sendMu); sent is resent when it goes down.
 	wasUp bool
-	// probes carries probes and probe echoes to the sender, so neither the
-	// receiver nor the ticker ever blocks on a full QUIC send queue.
+	// probes carries probes and probe echoes to the sender, so the
+	// receiver never blocks on a full QUIC send queue.
 	probes chan [transport.HeaderLen]byte
 	dead   atomic.Bool // set when run ends: out of the scheduler's choice
 	// probeEvery is the current probe interval (nanoseconds); graceUntil
@@ -120,13 +120,13 @@ type link struct {
 	// path, set by the session's deliver under its rxMu.
 	highestSeq atomic.Uint64
 
-	estMu sync.Mutex // the estimator is fed by the sender, control reader and ticker
+	estMu sync.Mutex // the estimator is fed by the sender and the control reader
 	est   scheduler.Estimator
 
 	// meter, on the client, counts the path's bytes against its uplink's
 	// data budget (nil without one); counted is how much of QUIC's
 	// totals it has been given and wireOverhead the IP and UDP header
-	// bytes per packet. Owned by the ticker (and run, after it).
+	// bytes per packet. Owned by the sender (and run, after it).
 	meter        *meter
 	counted      uint64
 	wireOverhead uint64
@@ -157,7 +157,7 @@ func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, 
 		// The client probes an idle metered path slowly: judge it by that.
 		l.probeEvery.Store(int64(meteredIdleProbe))
 	}
-	l.refresh()
+	l.refresh(true)
 	return l
 }
 
@@ -223,9 +223,11 @@ func (l *link) state(now int64, interactive bool) scheduler.PathState {
 	return st
 }
 
-// refresh updates RTT and MTU from QUIC's view of the path, and counts
-// its bytes against the uplink's budget.
-func (l *link) refresh() {
+// refresh updates RTT (and MTU if mtu) from QUIC's view of the path, and
+// counts its bytes against the uplink's budget. Reading the MTU costs
+// quic-go two allocations (Path.MaxDatagram), so the ticks read it only
+// every mtuTicks.
+func (l *link) refresh(mtu bool) {
 	s := l.path.Stats()
 	if s.SmoothedRTT > 0 {
 		l.rtt.Store(int64(s.SmoothedRTT))
@@ -233,7 +235,9 @@ func (l *link) refresh() {
 		l.est.SetRTT(s.SmoothedRTT, s.MinRTT, s.RTTVar)
 		l.estMu.Unlock()
 	}
-	l.mtu.Store(int32(l.path.MaxDatagram() - transport.HeaderLen))
+	if mtu {
+		l.mtu.Store(int32(l.path.MaxDatagram() - transport.HeaderLen))
+	}
 	l.count(s)
 }
 
@@ -251,24 +255,15 @@ func (l *link) count(s transport.Stats) {
 }
 
 // run serves the link until its connection dies or ctx is done, then
-// closes it and frees what is left in its queue.
+// closes it and frees what is left in its queue. Its own goroutine is the
+// sender; the receiver and the control reader have theirs.
 func (l *link) run(ctx context.Context, ep endpoint) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
-	for _, fn := range []func(context.Context) error{
-		l.sender,
-		func(ctx context.Context) error { return l.receiver(ctx, ep) },
-		l.controlReader,
-		l.ticker,
-	} {
-		wg.Go(func() { cancel(fn(ctx)) })
-	}
-	select {
-	case <-ctx.Done():
-	case <-l.path.Done():
-		cancel(l.path.Err())
-	}
+	wg.Go(func() { cancel(l.receiver(ctx, ep)) })
+	wg.Go(func() { cancel(l.controlReader(ctx)) })
+	cancel(l.sender(ctx))
 	l.dead.Store(true)
 	close(l.stopped)
 	l.path.Close("path closed")
@@ -320,8 +315,22 @@ func (l *link) enqueueWait(p packetRef, t *time.Timer, d time.Duration) bool {
 	return false
 }
 
-// sender owns Path.Send for data and probes.
+// sender owns Path.Send for data and probes, and on its ticks sends
+// probes and reports and refreshes RTT and MTU. It returns when the
+// connection dies (with why) or ctx is done (nil). One goroutine does both,
+// since a goroutine's stack is most of an idle link's memory; a tick waits
+// while Path.Send blocks on a full QUIC queue, which only delays what the
+// sender would have had to send anyway.
 func (l *link) sender(ctx context.Context) error {
+	ticks := time.NewTicker(probeInterval)
+	defer ticks.Stop()
+	reportEvery := reportInterval
+	if l.hello.Metered {
+		reportEvery = meteredIdleProbe // reports are not worth a data plan's bytes
+	}
+	reports := time.NewTicker(reportEvery)
+	defer reports.Stop()
+	var t tickState
 	for {
 		select {
 		case p := <-l.queue:
@@ -330,6 +339,16 @@ func (l *link) sender(ctx context.Context) error {
 			}
 		case probe := <-l.probes:
 			l.path.Send(probe[:])
+		case <-ticks.C:
+			if err := l.tick(&t); err != nil {
+				return err
+			}
+		case <-reports.C:
+			if err := l.report(&t.lastReport); err != nil {
+				return err
+			}
+		case <-l.path.Done():
+			return l.path.Err()
 		case <-ctx.Done():
 			return nil
 		}
@@ -426,52 +445,44 @@ func (l *link) controlReader(ctx context.Context) error {
 	}
 }
 
-// ticker sends probes and reports and refreshes RTT and MTU.
-func (l *link) ticker(ctx context.Context) error {
-	ticks := time.NewTicker(probeInterval)
-	defer ticks.Stop()
-	reportEvery := reportInterval
-	if l.hello.Metered {
-		reportEvery = meteredIdleProbe // reports are not worth a data plan's bytes
+// mtuTicks is how many ticks apart the MTU is read: once a second. Path
+// MTU discovery raises it in steps seconds apart, and a send that finds it
+// lower (DatagramTooLargeError) lowers it at once.
+const mtuTicks = int(time.Second / probeInterval)
+
+// tickState is what the sender's ticks remember.
+type tickState struct {
+	ticks       int
+	seq, lastTx uint64
+	lastProbe   int64
+	told        restriction // the restriction the peer was last told of
+	lastReport  transport.Report
+}
+
+// tick refreshes RTT and MTU, trims what was sent, and on the client
+// probes the path and tells the concentrator of a new restriction.
+func (l *link) tick(t *tickState) error {
+	t.ticks++
+	l.refresh(t.ticks%mtuTicks == 0)
+	now := monotime()
+	l.sent.trim(now - l.keepSent())
+	if !l.probe {
+		return nil
 	}
-	reports := time.NewTicker(reportEvery)
-	defer reports.Stop()
-	var seq, lastTx uint64
-	var lastReport transport.Report
-	var lastProbe int64
-	told := restrictNone // the restriction the peer was last told of
-	for {
-		select {
-		case <-ticks.C:
-			l.refresh()
-			now := monotime()
-			l.sent.trim(now - l.keepSent())
-			if !l.probe {
-				continue
-			}
-			tx := l.txPackets.Load()
-			l.setProbeInterval(now, tx == lastTx)
-			lastTx = tx
-			if now-lastProbe >= l.probeEvery.Load() {
-				seq++
-				l.queueProbe(transport.KindProbe, seq)
-				lastProbe = now
-			}
-			if r := l.restriction(); r != told {
-				// Tell the concentrator at once, not at the next report.
-				told = r
-				if err := l.report(&lastReport); err != nil {
-					return err
-				}
-			}
-		case <-reports.C:
-			if err := l.report(&lastReport); err != nil {
-				return err
-			}
-		case <-ctx.Done():
-			return nil
-		}
+	tx := l.txPackets.Load()
+	l.setProbeInterval(now, tx == t.lastTx)
+	t.lastTx = tx
+	if now-t.lastProbe >= l.probeEvery.Load() {
+		t.seq++
+		l.queueProbe(transport.KindProbe, t.seq)
+		t.lastProbe = now
 	}
+	if r := l.restriction(); r != t.told {
+		// Tell the concentrator at once, not at the next report.
+		t.told = r
+		return l.report(&t.lastReport)
+	}
+	return nil
 }
 
 // report tells the peer what this side received, and (from the client)

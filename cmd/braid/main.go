@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -26,10 +28,17 @@ func main() {
 }
 
 // run executes the command line. BRAID_CPUPROFILE=FILE writes a CPU
-// profile of the whole run to FILE, for performance work on the daemons.
+// profile of the whole run to FILE, for performance work on the daemons;
+// BRAID_MEMPROFILE=FILE writes a heap profile to FILE, and the goroutines
+// to FILE.goroutines, on every SIGUSR1. In both, %s stands for the
+// command (client, concentrator).
 func run(ctx context.Context) error {
+	if path := os.Getenv("BRAID_MEMPROFILE"); path != "" {
+		runtime.MemProfileRate = 4096 // fine enough for the few kilobytes of a session
+		defer memProfileOnSignal(profilePath(path))()
+	}
 	if path := os.Getenv("BRAID_CPUPROFILE"); path != "" {
-		path = strings.ReplaceAll(path, "%s", os.Args[1])
+		path = profilePath(path)
 		f, err := os.Create(path)
 		if err != nil {
 			return err
@@ -41,6 +50,54 @@ func run(ctx context.Context) error {
 		defer pprof.StopCPUProfile()
 	}
 	return rootCmd().ExecuteContext(ctx)
+}
+
+// profilePath puts the command in place of %s in path.
+func profilePath(path string) string {
+	cmd := "braid"
+	if len(os.Args) > 1 {
+		cmd = os.Args[1]
+	}
+	return strings.ReplaceAll(path, "%s", cmd)
+}
+
+// memProfileOnSignal writes the heap and goroutine profiles to path and
+// path.goroutines on every SIGUSR1, until stop is called.
+func memProfileOnSignal(path string) (stop func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	write := func() {
+		runtime.GC() // the heap profile shows the state as of the last GC
+		for name, file := range map[string]string{"heap": path, "goroutine": path + ".goroutines"} {
+			f, err := os.Create(file)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "braid: memory profile:", err)
+				continue
+			}
+			// debug=1: text, which pprof reads too, with runtime.MemStats at the end.
+			if err := pprof.Lookup(name).WriteTo(f, 1); err != nil {
+				fmt.Fprintln(os.Stderr, "braid: memory profile:", err)
+			}
+			f.Close()
+		}
+	}
+	wg.Go(func() {
+		for {
+			select {
+			case <-sig:
+				write()
+			case <-done:
+				return
+			}
+		}
+	})
+	return func() {
+		signal.Stop(sig)
+		close(done)
+		wg.Wait()
+	}
 }
 
 func rootCmd() *cobra.Command {
