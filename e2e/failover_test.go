@@ -72,48 +72,11 @@ func reportFailover(t *testing.T, how Cut) {
 // restoreAndWaitTraffic restores uplink i and returns how long its path
 // then takes to carry data again (traffic must be flowing meanwhile).
 func (e *Env) restoreAndWaitTraffic(ctx context.Context, i int, how Cut) (time.Duration, error) {
-	name := fmt.Sprintf("isp%d", i)
-	tx := func() (uint64, error) {
-		st, err := e.ClientStatus()
-		if err != nil {
-			return 0, err
-		}
-		for _, p := range st.Paths {
-			if p.Name == name {
-				return p.TxPackets, nil
-			}
-		}
-		return 0, nil // not connected at the moment
-	}
 	start := time.Now()
 	if err := e.RestoreUplink(i, how); err != nil {
 		return 0, err
 	}
-	first, err := tx()
-	if err != nil {
-		return 0, err
-	}
-	// The path's counters are the event; polling them is the only way
-	// to see them from outside the process.
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-tick.C:
-		}
-		n, err := tx()
-		if err != nil {
-			return 0, err
-		}
-		if n > first+10 { // data, not a stray packet
-			return time.Since(start), nil
-		}
-		if time.Since(start) > 10*time.Second {
-			return 0, fmt.Errorf("%s carries no traffic 10 s after it was restored", name)
-		}
-	}
+	return e.waitTraffic(ctx, fmt.Sprintf("isp%d", i), start, 10*time.Second)
 }
 
 // TestReportRedundant measures the redundant mode with a call: 1000
