@@ -41,7 +41,8 @@ type Estimator struct {
 	// (a configured ceiling, e.g. for a metered link).
 	Cap float64
 
-	rate float64 // bytes/s, 0 until the first sample
+	rate     float64 // bytes/s, 0 until the first sample
+	capacity bool    // a sample was taken while the path was the limit
 
 	srtt, rttvar, minRTT time.Duration
 	minRTTAt             time.Duration // when minRTT was sampled
@@ -142,6 +143,9 @@ func (e *Estimator) rateSample(r float64, busy, sent uint64) {
 	case sent > 0 && float64(busy) >= busyShare*float64(sent):
 		e.rate += rateGain * (r - e.rate)
 	}
+	if sent > 0 && float64(busy) >= busyShare*float64(sent) {
+		e.capacity = true
+	}
 }
 
 // lossSample folds in a loss sample; the first is believed at once.
@@ -212,6 +216,7 @@ func (e *Estimator) Jitter() time.Duration { return e.rttvar }
 // estimator has no RTT sample, so a caller may set RTT from elsewhere.
 func (e *Estimator) Fill(s *PathState) {
 	s.Rate = e.Rate()
+	s.RateIsCapacity = e.capacity && s.Rate > 0
 	s.Loss = e.Loss()
 	s.MinRTT = e.minRTT
 	s.Jitter = e.rttvar

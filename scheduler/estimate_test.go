@@ -368,3 +368,24 @@ func TestEstimatorSimulation(t *testing.T) {
 		wg.Wait()
 	})
 }
+
+// TestRateIsCapacityOnlyWhenBusy: a rate measured while the path had a
+// backlog is its capacity; one measured while it was idle is not.
+func TestRateIsCapacityOnlyWhenBusy(t *testing.T) {
+	for _, busy := range []bool{false, true} {
+		var e Estimator
+		var delivered uint64
+		for i := range 5 {
+			for range 100 {
+				e.OnSent(1000, busy)
+			}
+			delivered += 100 * 1000
+			e.OnReport(time.Duration(i+1)*time.Second, delivered, delivered/1000)
+		}
+		var s PathState
+		e.Fill(&s)
+		if s.Rate <= 0 || s.RateIsCapacity != busy {
+			t.Errorf("busy %v: Rate %v, RateIsCapacity %v", busy, s.Rate, s.RateIsCapacity)
+		}
+	}
+}

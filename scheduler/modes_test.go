@@ -12,6 +12,12 @@ func rated(prio int, rate float64, rtt time.Duration) PathState {
 	return PathState{Up: true, Priority: prio, Weight: 1, QueueCap: 64, Rate: rate, RTT: rtt, MinRTT: rtt}
 }
 
+// capacity marks s's Rate as measured while the path was the limit.
+func capacity(s PathState) PathState {
+	s.RateIsCapacity = true
+	return s
+}
+
 // with returns s changed by f.
 func with(s PathState, f func(*PathState)) PathState {
 	f(&s)
@@ -76,8 +82,9 @@ func TestFlow(t *testing.T) {
 		paths []PathState
 		share []float64
 	}{
-		{"by rate 3:1", []PathState{rated(0, 3e6, 20*ms), rated(0, 1e6, 20*ms)}, []float64{0.75, 0.25}},
-		{"by rate, priority ignored", []PathState{rated(0, 1e6, 20*ms), rated(5, 1e6, 20*ms)}, []float64{0.5, 0.5}},
+		{"by rate 3:1", []PathState{capacity(rated(0, 3e6, 20*ms)), capacity(rated(0, 1e6, 20*ms))}, []float64{0.75, 0.25}},
+		{"by rate, priority ignored", []PathState{capacity(rated(0, 1e6, 20*ms)), capacity(rated(5, 1e6, 20*ms))}, []float64{0.5, 0.5}},
+		{"by weight when a rate is only what the path carried", []PathState{capacity(rated(0, 3e6, 20*ms)), rated(0, 1e4, 20*ms)}, []float64{0.5, 0.5}},
 		{"by weight without rates", []PathState{up(0, 1), up(0, 3)}, []float64{0.25, 0.75}},
 		{"by weight when one lacks a rate", []PathState{rated(0, 9e6, 20*ms), up(0, 1)}, []float64{0.5, 0.5}},
 		{"down gets none", []PathState{rated(0, 1e6, 20*ms), down(0, 1), rated(0, 1e6, 20*ms)}, []float64{0.5, 0, 0.5}},

@@ -73,11 +73,15 @@ type PathState struct {
 	QueueCap int           // capacity of that queue; Queued >= QueueCap means full; 0 means unbounded
 	Metered  bool          // costs money per byte: used only when no unmetered path is up
 
-	QueuedBytes int           // bytes waiting in the send queue; 0 means estimate from Queued
-	Rate        float64       // estimated delivery rate in bytes/s, 0 if unknown
-	MinRTT      time.Duration // lowest recent RTT (the path without queueing), 0 if unknown
-	Jitter      time.Duration // RTT variation (mean deviation), 0 if unknown
-	Loss        float64       // estimated fraction of packets lost, 0..1
+	QueuedBytes int     // bytes waiting in the send queue; 0 means estimate from Queued
+	Rate        float64 // estimated delivery rate in bytes/s, 0 if unknown
+	// RateIsCapacity says Rate was measured while the path was the
+	// limit (busy); otherwise it is only what the path carried, a lower
+	// bound of its capacity.
+	RateIsCapacity bool
+	MinRTT         time.Duration // lowest recent RTT (the path without queueing), 0 if unknown
+	Jitter         time.Duration // RTT variation (mean deviation), 0 if unknown
+	Loss           float64       // estimated fraction of packets lost, 0..1
 }
 
 // usable reports whether the path can take a packet now: it is up, its
