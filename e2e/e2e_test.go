@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/braid-tunnel/braid/e2e/lab"
+	"github.com/braid-tunnel/braid/tunnel"
 )
 
 // These tests need root: they build network namespaces and run the braid
@@ -84,6 +85,20 @@ func build(t *testing.T, opts Options) *Env {
 	return e
 }
 
+// sessionKept reads the client's status and reports an error if its
+// session is not the one of before; it returns the status.
+func sessionKept(t *testing.T, e *Env, before tunnel.ClientStatus) tunnel.ClientStatus {
+	t.Helper()
+	after, err := e.ClientStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Session != before.Session {
+		t.Errorf("session changed from %x to %x", before.Session, after.Session)
+	}
+	return after
+}
+
 func up(t *testing.T, ctx context.Context, e *Env) {
 	t.Helper()
 	if err := e.Up(ctx); err != nil {
@@ -138,10 +153,7 @@ func cutAndRestore(t *testing.T, how Cut) {
 	if !res.Intact {
 		t.Fatalf("data damaged: %s", res)
 	}
-	after, _ := e.ClientStatus()
-	if after.Session != before.Session {
-		t.Errorf("session changed from %x to %x", before.Session, after.Session)
-	}
+	sessionKept(t, e, before)
 	t.Logf("REPORT cut=%v: %s", map[Cut]string{LinkDown: "link-down", Blackhole: "blackhole"}[how], res)
 }
 
@@ -169,12 +181,9 @@ func TestBothUplinksDown20s(t *testing.T) {
 	if !res.Intact {
 		t.Fatalf("data damaged: %s", res)
 	}
-	after, _ := e.ClientStatus()
+	after := sessionKept(t, e, before)
 	if fmt.Sprint(after.Addresses) != fmt.Sprint(before.Addresses) {
 		t.Errorf("inner addresses changed from %v to %v", before.Addresses, after.Addresses)
-	}
-	if after.Session != before.Session {
-		t.Errorf("session changed from %x to %x", before.Session, after.Session)
 	}
 	t.Logf("REPORT both-down-20s: %s", res)
 }

@@ -58,13 +58,7 @@ func reportFailover(t *testing.T, how Cut) {
 		t.Fatal(err)
 	}
 
-	after, err := e.ClientStatus()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.Session != before.Session {
-		t.Errorf("session changed from %x to %x", before.Session, after.Session)
-	}
+	sessionKept(t, e, before)
 	t.Logf("REPORT failover, busy uplink %s for 3 s: TCP longest stall %v (ending at %v, cut at 2 s, restored at 5 s); call 1000 pkt/s: %s; restored uplink carries traffic %v after it is usable",
 		cutNames[how], tcp.LongestStall.Round(time.Millisecond), tcp.StallEnd.Round(time.Millisecond), call, back.Round(time.Millisecond))
 }

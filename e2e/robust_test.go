@@ -129,13 +129,7 @@ func TestFlappingUplink(t *testing.T) {
 	}
 	sent, replies := echo.Counts()
 	echo.Close()
-	after, err := e.ClientStatus()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.Session != before.Session {
-		t.Errorf("session changed from %x to %x", before.Session, after.Session)
-	}
+	after := sessionKept(t, e, before)
 	if fmt.Sprint(after.Addresses) != fmt.Sprint(before.Addresses) {
 		t.Errorf("inner addresses changed from %v to %v", before.Addresses, after.Addresses)
 	}

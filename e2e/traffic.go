@@ -113,15 +113,7 @@ func runTransfer(ctx context.Context, ln net.Listener, dial func(context.Context
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	res, got, rerr := receive(conn, during)
-	s := <-sent
-	if s.err != nil {
-		return res, fmt.Errorf("sender: %w", s.err)
-	}
-	if rerr != nil {
-		return res, fmt.Errorf("receiver after %d bytes: %w", res.Bytes, rerr)
-	}
-	res.Intact = res.Bytes == s.bytes && got == s.sum
-	return res, nil
+	return checked(res, got, rerr, <-sent)
 }
 
 type sendResult struct {
@@ -334,7 +326,12 @@ func stream(src, dst net.Conn, dur time.Duration) (TransferResult, error) {
 	if rerr != nil {
 		src.Close() // the sender must not wait for a reader that is gone
 	}
-	s := <-sent
+	return checked(res, got, rerr, <-sent)
+}
+
+// checked is the result of a transfer whose receiver got res (with hash
+// got, and error rerr) from a sender that reported s.
+func checked(res TransferResult, got [32]byte, rerr error, s sendResult) (TransferResult, error) {
 	if s.err != nil {
 		return res, fmt.Errorf("sender: %w", s.err)
 	}
