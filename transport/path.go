@@ -76,6 +76,7 @@ func quicConfig() *quic.Config {
 		MaxIdleTimeout:                 idleTimeout,
 		MaxIncomingStreams:             1, // the control stream
 		MaxIncomingUniStreams:          -1,
+		Tracer:                         newTracer,
 	}
 }
 
@@ -99,6 +100,14 @@ type Stats struct {
 	PacketsRecv   uint64
 	PacketsLost   uint64
 	PacketsRecvd  uint64
+	// Discarded on receipt for want of room in quic-go's queues: QUIC
+	// packets (the peer sees them lost) and datagrams (acknowledged: the
+	// peer never learns).
+	PacketsDropped   uint64
+	DatagramsDropped uint64
+	// SpuriousLosses counts packets QUIC declared lost that the peer
+	// acknowledged afterwards.
+	SpuriousLosses uint64
 }
 
 // Path is one QUIC connection over one uplink, with its control stream.
@@ -114,23 +123,58 @@ type Path struct {
 	udp net.PacketConn
 
 	writeMu sync.Mutex // serialises control messages
+
+	loss *lossTracker // nil if quic-go gave the connection no tracer
+}
+
+// newPath wraps an established connection.
+func newPath(conn *quic.Conn) *Path {
+	p := &Path{conn: conn}
+	p.loss, _ = conn.QlogTrace().(*lossTracker)
+	return p
 }
 
 // tooLargeProbe is never written: SendDatagram checks the length first.
 var tooLargeProbe = make([]byte, 1<<16)
 
 // Send sends one datagram. It blocks while quic-go's send queue is full,
-// which is the path's backpressure. The payload is copied.
+// which is the path's backpressure. The payload is copied. Send is not
+// safe for concurrent use: the loss tracker matches datagrams to QUIC
+// packets by their order.
 func (p *Path) Send(b []byte) error {
+	if p.loss != nil {
+		p.loss.queue(b)
+	}
 	err := p.conn.SendDatagram(b)
 	if err == nil {
 		return nil
+	}
+	if p.loss != nil {
+		p.loss.unqueue()
 	}
 	var tl *quic.DatagramTooLargeError
 	if errors.As(err, &tl) {
 		return &DatagramTooLargeError{Max: int(tl.MaxDatagramPayloadSize)}
 	}
 	return err
+}
+
+// Lost is signalled when QUIC declared packets lost that carried data
+// datagrams; TakeLost says which.
+func (p *Path) Lost() <-chan struct{} {
+	if p.loss == nil {
+		return nil
+	}
+	return p.loss.ready
+}
+
+// TakeLost appends to dst the sequence numbers of the data datagrams
+// declared lost since the last call.
+func (p *Path) TakeLost(dst []uint64) []uint64 {
+	if p.loss == nil {
+		return dst
+	}
+	return p.loss.takeLost(dst)
 }
 
 // MaxDatagram is the largest datagram payload the path can carry now. It
@@ -161,7 +205,7 @@ func (p *Path) WriteControl(m *Message) error {
 // Stats returns QUIC's statistics of the path.
 func (p *Path) Stats() Stats {
 	s := p.conn.ConnectionStats()
-	return Stats{
+	st := Stats{
 		SmoothedRTT:   s.SmoothedRTT,
 		MinRTT:        s.MinRTT,
 		RTTVar:        s.MeanDeviation,
@@ -173,6 +217,12 @@ func (p *Path) Stats() Stats {
 		PacketsLost:   s.PacketsLost,
 		PacketsRecvd:  s.PacketsReceived,
 	}
+	if p.loss != nil {
+		st.PacketsDropped = p.loss.packetsDropped.Load()
+		st.DatagramsDropped = p.loss.datagramsDropped.Load()
+		st.SpuriousLosses = p.loss.spurious.Load()
+	}
+	return st
 }
 
 // PeerKey is the authenticated key of the peer.
@@ -226,7 +276,8 @@ func Dial(ctx context.Context, cfg DialConfig, hello *Hello) (*Path, *Welcome, e
 		pc.Close()
 		return nil, nil, err
 	}
-	p := &Path{conn: conn, tr: tr, udp: pc}
+	p := newPath(conn)
+	p.tr, p.udp = tr, pc
 	w, err := p.clientHandshake(ctx, hello)
 	if err != nil {
 		p.Close("handshake failed")
@@ -322,7 +373,9 @@ func (l *Listener) Accept(ctx context.Context) (*Path, error) {
 		conn.CloseWithError(1, "bad certificate")
 		return nil, err
 	}
-	return &Path{conn: conn, peer: peer}, nil
+	p := newPath(conn)
+	p.peer = peer
+	return p, nil
 }
 
 // Handshake waits for the client's control stream and its hello.

@@ -1,6 +1,11 @@
 package tunnel
 
-import "sync"
+import (
+	"encoding/binary"
+	"sync"
+
+	"github.com/braid-tunnel/braid/transport"
+)
 
 const (
 	// headroom is reserved in front of every packet: the braid header goes
@@ -55,6 +60,11 @@ type packetRef struct {
 
 // packet is the inner IP packet.
 func (p packetRef) packet() []byte { return p.buf.b[headroom : headroom+p.n] }
+
+// seq is the sequence number in the braid header in front of the packet.
+func (p packetRef) seq() uint64 {
+	return binary.BigEndian.Uint64(p.buf.b[headroom-transport.HeaderLen:]) & transport.MaxSeq
+}
 
 // datagram is the packet with the braid header in front of it.
 func (p packetRef) datagram() []byte { return p.buf.b[headroom-8 : headroom+p.n] }

@@ -20,6 +20,7 @@ type Counters struct {
 	ICMPSent       atomic.Uint64 // "too big" messages written to the TUN
 	MSSClamped     atomic.Uint64 // SYNs whose MSS we lowered
 	Resent         atomic.Uint64 // in flight on a path that died: sent again on another
+	LossResent     atomic.Uint64 // in a packet QUIC declared lost: sent again
 }
 
 // CounterSnapshot is a copy of Counters for status output.
@@ -30,6 +31,7 @@ func (c *Counters) Snapshot() CounterSnapshot {
 	return CounterSnapshot{
 		"tun_rx_packets":   c.TunRxPackets.Load(),
 		"resent":           c.Resent.Load(),
+		"loss_resent":      c.LossResent.Load(),
 		"tun_tx_packets":   c.TunTxPackets.Load(),
 		"drop_malformed":   c.DropMalformed.Load(),
 		"drop_no_path":     c.DropNoPath.Load(),

@@ -25,12 +25,14 @@ type inflight struct {
 }
 
 type sentPacket struct {
-	ref packetRef
-	at  int64 // monotime it was handed to QUIC
+	ref    packetRef // buf nil once taken out by remove
+	at     int64     // monotime it was handed to QUIC
+	resent bool      // sent again after QUIC lost it once (not again)
 }
 
 // add keeps p, sent at now, dropping what was sent before keepSince.
-func (f *inflight) add(p packetRef, now, keepSince int64) {
+// resent says p is itself the resend of a datagram QUIC lost.
+func (f *inflight) add(p packetRef, now, keepSince int64, resent bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.ring == nil {
@@ -40,7 +42,7 @@ func (f *inflight) add(p packetRef, now, keepSince int64) {
 	if f.n == len(f.ring) {
 		f.popLocked()
 	}
-	f.ring[(f.head+f.n)%len(f.ring)] = sentPacket{ref: p, at: now}
+	f.ring[(f.head+f.n)%len(f.ring)] = sentPacket{ref: p, at: now, resent: resent}
 	f.n++
 }
 
@@ -61,24 +63,60 @@ func (f *inflight) trimLocked(keepSince int64) {
 }
 
 func (f *inflight) popLocked() {
-	putBuffer(f.ring[f.head].ref.buf)
+	if b := f.ring[f.head].ref.buf; b != nil {
+		putBuffer(b)
+	}
 	f.ring[f.head] = sentPacket{}
 	f.head = (f.head + 1) % len(f.ring)
 	f.n--
 }
 
 // take appends to dst, oldest first, the packets sent at or after since,
-// frees the rest, and empties the ring. The caller owns what it gets.
-func (f *inflight) take(dst []packetRef, since int64) []packetRef {
+// frees the rest, and empties the ring. It also returns how many of those
+// it appended were sent before split. The caller owns what it gets.
+func (f *inflight) take(dst []packetRef, since, split int64) ([]packetRef, int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.trimLocked(since)
+	before := 0
 	for f.n > 0 {
-		dst = append(dst, f.ring[f.head].ref)
+		if f.ring[f.head].ref.buf == nil {
+			// taken out by remove
+		} else if f.ring[f.head].at < split {
+			before++
+			dst = append(dst, f.ring[f.head].ref)
+		} else {
+			dst = append(dst, f.ring[f.head].ref)
+		}
 		f.ring[f.head] = sentPacket{}
 		f.head = (f.head + 1) % len(f.ring)
 		f.n--
 	}
 	f.ring = nil
-	return dst
+	return dst, before
+}
+
+// remove takes out the packet with sequence number seq, if it was sent at
+// or after since and is not itself a resend of a lost datagram. The
+// caller owns what it gets.
+func (f *inflight) remove(seq uint64, since int64) (packetRef, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// Newest first: QUIC declares a loss about a round trip after the send.
+	for i := f.n - 1; i >= 0; i-- {
+		e := &f.ring[(f.head+i)%len(f.ring)]
+		if e.at < since {
+			break
+		}
+		if e.ref.buf == nil || e.ref.seq() != seq {
+			continue
+		}
+		if e.resent {
+			return packetRef{}, false
+		}
+		p := e.ref
+		e.ref = packetRef{}
+		return p, true
+	}
+	return packetRef{}, false
 }

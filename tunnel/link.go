@@ -40,11 +40,11 @@ const (
 	// the packet is dropped.
 	minQueueWait = 20 * time.Millisecond
 	maxQueueWait = 250 * time.Millisecond
-	// maxResendWait bounds the time the TUN reader spends resending what
-	// a dead path had in flight: the surviving path may have to open its
-	// congestion window first (a round trip or two on a slow uplink), but
-	// what arrives later than this would only duplicate the inner
-	// transport's own retransmissions.
+	// maxResendWait bounds how long the resends of what a dead path had
+	// in flight may wait to be sent on another: the surviving path may
+	// have to open its congestion window first (a round trip or two on a
+	// slow uplink), but what leaves later than this would only duplicate
+	// the inner transport's own retransmissions.
 	maxResendWait = 300 * time.Millisecond
 	// probeQueueLen bounds probes and echoes waiting for the sender; one
 	// is sent every probe interval, so more waiting means the path is
@@ -86,6 +86,7 @@ type link struct {
 	queue   chan packetRef
 	stopped chan struct{} // closed when run ends: nobody drains queue
 	sent    inflight      // data recently sent, to resend if the path dies
+	lost    []uint64      // sequence numbers QUIC lost, owned by the sender
 	// peerDown is set on the concentrator when the client said this path
 	// is down (transport.Paths); the client is the judge of its uplinks.
 	peerDown atomic.Bool
@@ -334,11 +335,15 @@ func (l *link) sender(ctx context.Context) error {
 	for {
 		select {
 		case p := <-l.queue:
-			if err := l.sendData(p); err != nil {
+			if err := l.sendData(p, false); err != nil {
 				return err
 			}
 		case probe := <-l.probes:
 			l.path.Send(probe[:])
+		case <-l.path.Lost():
+			if err := l.resendLost(); err != nil {
+				return err
+			}
 		case <-ticks.C:
 			if err := l.tick(&t); err != nil {
 				return err
@@ -355,12 +360,13 @@ func (l *link) sender(ctx context.Context) error {
 	}
 }
 
-func (l *link) sendData(p packetRef) error {
+// sendData sends p; resent says it is the resend of a datagram QUIC lost.
+func (l *link) sendData(p packetRef, resent bool) error {
 	err := l.path.Send(p.datagram())
 	n := p.n
 	if err == nil {
 		now := monotime()
-		l.sent.add(p, now, now-l.keepSent())
+		l.sent.add(p, now, now-l.keepSent(), resent)
 		l.estMu.Lock()
 		l.est.OnSent(n, len(l.queue) > 0)
 		l.estMu.Unlock()
@@ -380,6 +386,39 @@ func (l *link) sendData(p packetRef) error {
 		return err
 	}
 	return nil
+}
+
+// resendLost sends again, at once and on this path, the data datagrams
+// that QUIC declared lost in packets it sent recently: a round trip later
+// than the original but sooner than the inner flow would recover them,
+// and without the inner flow's congestion response. QUIC's own congestion
+// controller has already slowed the path down for the loss. Each datagram
+// is resent once; one lost again, or sent more than lossResendAge ago, is
+// left to the inner flow.
+func (l *link) resendLost() error {
+	l.lost = l.path.TakeLost(l.lost[:0])
+	now := monotime()
+	since := now - lossResendAge(l.rtt.Load())
+	for _, seq := range l.lost {
+		p, ok := l.sent.remove(seq, since)
+		if !ok {
+			continue
+		}
+		l.counters.LossResent.Add(1)
+		if err := l.sendData(p, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lossResendAge is how old a datagram QUIC declared lost may be and still
+// be resent: QUIC declares a loss about a round trip after the send (more
+// while a queue builds up, and the peer may delay its acknowledgement by
+// 25 ms); a resend later than a few round trips would only duplicate the
+// inner flow's own retransmission.
+func lossResendAge(rtt int64) int64 {
+	return 3*rtt + int64(50*time.Millisecond)
 }
 
 // queueProbe hands a probe or an echo to the sender, dropping it if the
@@ -518,21 +557,27 @@ func (l *link) setProbeInterval(now int64, idle bool) {
 
 // PathStatus is one path as `braid status` shows it.
 type PathStatus struct {
-	Name       string        `json:"name"`
-	State      string        `json:"state"` // up or down
-	Local      string        `json:"local"`
-	Remote     string        `json:"remote"`
-	Priority   int           `json:"priority"`
-	RTT        time.Duration `json:"rtt_ns"`
-	MTU        int           `json:"mtu"`
-	TxPackets  uint64        `json:"tx_packets"`
-	TxBytes    uint64        `json:"tx_bytes"`
-	RxPackets  uint64        `json:"rx_packets"`
-	RxBytes    uint64        `json:"rx_bytes"`
-	QUICLost   uint64        `json:"quic_packets_lost"`
-	QUICRecvd  uint64        `json:"quic_packets_received"`
-	PeerRx     uint64        `json:"peer_rx_packets"` // what the peer says it received on this path
-	SilenceFor time.Duration `json:"silence_ns"`
+	Name      string        `json:"name"`
+	State     string        `json:"state"` // up or down
+	Local     string        `json:"local"`
+	Remote    string        `json:"remote"`
+	Priority  int           `json:"priority"`
+	RTT       time.Duration `json:"rtt_ns"`
+	MTU       int           `json:"mtu"`
+	TxPackets uint64        `json:"tx_packets"`
+	TxBytes   uint64        `json:"tx_bytes"`
+	RxPackets uint64        `json:"rx_packets"`
+	RxBytes   uint64        `json:"rx_bytes"`
+	QUICLost  uint64        `json:"quic_packets_lost"`
+	QUICRecvd uint64        `json:"quic_packets_received"`
+	Cwnd      uint64        `json:"cwnd_bytes"` // QUIC's congestion window
+	// Discarded on receipt for want of room in quic-go's queues.
+	QUICDropped     uint64 `json:"quic_packets_dropped"`
+	DatagramDropped uint64 `json:"datagrams_dropped"`
+	// Packets QUIC declared lost that the peer acknowledged after all.
+	QUICSpurious uint64        `json:"quic_spurious_losses"`
+	PeerRx       uint64        `json:"peer_rx_packets"` // what the peer says it received on this path
+	SilenceFor   time.Duration `json:"silence_ns"`
 	// Budget is the restriction a used-up data budget puts on the path
 	// (failover-only, interactive-only or block); empty if none.
 	Budget string `json:"budget,omitempty"`
@@ -542,21 +587,25 @@ func (l *link) status() PathStatus {
 	now := monotime()
 	qs := l.path.Stats()
 	st := PathStatus{
-		Name:       l.name,
-		State:      "down",
-		Local:      addrString(l.path.LocalAddr()),
-		Remote:     addrString(l.path.RemoteAddr()),
-		Priority:   l.hello.Priority,
-		RTT:        time.Duration(l.rtt.Load()),
-		MTU:        int(l.mtu.Load()),
-		TxPackets:  l.txPackets.Load(),
-		TxBytes:    l.txBytes.Load(),
-		RxPackets:  l.rxPackets.Load(),
-		RxBytes:    l.rxBytes.Load(),
-		QUICLost:   qs.PacketsLost,
-		QUICRecvd:  qs.PacketsRecvd,
-		SilenceFor: time.Duration(now - l.lastRecv.Load()),
-		Budget:     l.restriction().String(),
+		Name:            l.name,
+		State:           "down",
+		Local:           addrString(l.path.LocalAddr()),
+		Remote:          addrString(l.path.RemoteAddr()),
+		Priority:        l.hello.Priority,
+		RTT:             time.Duration(l.rtt.Load()),
+		MTU:             int(l.mtu.Load()),
+		TxPackets:       l.txPackets.Load(),
+		TxBytes:         l.txBytes.Load(),
+		RxPackets:       l.rxPackets.Load(),
+		RxBytes:         l.rxBytes.Load(),
+		QUICLost:        qs.PacketsLost,
+		QUICRecvd:       qs.PacketsRecvd,
+		Cwnd:            qs.Cwnd,
+		QUICDropped:     qs.PacketsDropped,
+		DatagramDropped: qs.DatagramsDropped,
+		QUICSpurious:    qs.SpuriousLosses,
+		SilenceFor:      time.Duration(now - l.lastRecv.Load()),
+		Budget:          l.restriction().String(),
 	}
 	if l.alive(now) {
 		st.State = "up"

@@ -218,11 +218,22 @@ func (s *session) look(c *Counters) []*link {
 
 // resend sends again, on the paths the scheduler picks now, the datagrams
 // that dead sent in its last round trip before it went silent (those may
-// have died with it) and those still waiting in its queue. They keep their sequence numbers, so the peer drops
-// the ones that did arrive.
+// have died with it) and those still waiting in its queue. They keep
+// their sequence numbers, so the peer drops the ones that did arrive.
+//
+// The order matters as much as the set: the surviving path is often a
+// standby whose congestion window is still the initial one, so it
+// carries a few dozen packets in its first round trip and twice as many
+// in each of the next. What was sent after the last datagram heard on
+// dead is lost whatever failed, and goes first, oldest first, then what
+// is still queued; what was sent in the round trip before that goes last,
+// since only a failure far from us (the peer's side of the path) loses it.
+// A link that goes down under us loses only the former, and an inner
+// flow whose holes are filled first resumes a round trip or two sooner.
 func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
-	since := dead.lastRecv.Load() - dead.rtt.Load()
-	s.resent = dead.sent.take(s.resent[:0], since)
+	last := dead.lastRecv.Load()
+	var early int
+	s.resent, early = dead.sent.take(s.resent[:0], last-dead.rtt.Load(), last)
 	// And what is still queued for it: a silent path's sender is stuck
 	// in QUIC's full send queue and will not get to them in time.
 	for len(dead.queue) > 0 {
@@ -232,14 +243,10 @@ func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 		default:
 		}
 	}
-	deadline := now + int64(maxResendWait)
-	stuck := false
+	rotateLeft(s.resent, early)
+	until := now + int64(maxResendWait)
 	for k, p := range s.resent {
 		s.resent[k] = packetRef{}
-		if stuck {
-			putBuffer(p.buf)
-			continue
-		}
 		info, err := packet.Parse(p.packet())
 		if err != nil {
 			putBuffer(p.buf)
@@ -258,12 +265,18 @@ func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 		}
 		// Wait for room as the reader does, but give up on the rest once
 		// the burst takes too long: they would come too late to help.
-		if links[s.picks[0]].enqueueWait(p, s.timer, time.Duration(deadline-monotime())) {
+		if links[s.picks[0]].enqueueWait(p, s.timer, time.Duration(until-monotime())) {
 			c.Resent.Add(1)
-		} else {
-			stuck = true
 		}
 	}
+}
+
+// rotateLeft moves the first k elements of a to its end, keeping the
+// order of both parts.
+func rotateLeft[T any](a []T, k int) {
+	slices.Reverse(a[:k])
+	slices.Reverse(a[k:])
+	slices.Reverse(a)
 }
 
 // announcePaths tells the concentrator, on every path that is up, which

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -76,28 +77,86 @@ func TestStuckQueueDrops(t *testing.T) {
 func TestInflightKeepsRecentAndBounded(t *testing.T) {
 	var f inflight
 	for i := range inflightLen + 10 {
-		f.add(packetRef{buf: getBuffer(100), n: 100 + i}, int64(i), 0)
+		f.add(packetRef{buf: getBuffer(100), n: 100 + i}, int64(i), 0, false)
 	}
 	if f.n != inflightLen {
 		t.Fatalf("holds %d, want the bound %d", f.n, inflightLen)
 	}
-	// Keep only what was sent at or after 1000.
-	got := f.take(nil, 1000)
+	// Keep only what was sent at or after 1000; count what was sent before 1005.
+	got, before := f.take(nil, 1000, 1005)
 	if len(got) != inflightLen+10-1000 || got[0].n != 100+1000 || got[len(got)-1].n != 100+inflightLen+9 {
 		t.Fatalf("take returned %d packets from n=%d: want the %d newest, oldest first", len(got), got[0].n, inflightLen+10-1000)
+	}
+	if before != 5 {
+		t.Errorf("take counted %d sent before the split, want 5", before)
 	}
 	if f.n != 0 || f.ring != nil {
 		t.Errorf("after take: %d kept, ring allocated %v", f.n, f.ring != nil)
 	}
-	f.add(packetRef{buf: getBuffer(100), n: 1}, 5, 0)
+	f.add(packetRef{buf: getBuffer(100), n: 1}, 5, 0, false)
 	f.trim(6)
 	if f.n != 0 || f.ring != nil {
 		t.Errorf("after trim: %d kept, ring allocated %v: an idle link must hold no buffers", f.n, f.ring != nil)
 	}
 }
 
+// seqPacket is a packet whose braid header carries seq.
+func seqPacket(seq uint64) packetRef {
+	p := packetRef{buf: getBuffer(100), n: 100}
+	transport.PutHeader(p.datagram(), transport.KindData, seq)
+	return p
+}
+
+// TestInflightRemove: a datagram QUIC lost is taken out of the ring by
+// its sequence number, once, only while recent, and never after it was
+// itself a resend; what is left is still taken in order on a path cut.
+func TestInflightRemove(t *testing.T) {
+	var f inflight
+	for seq := uint64(1); seq <= 10; seq++ {
+		f.add(seqPacket(seq), int64(seq)*10, 0, seq == 9)
+	}
+	if p, ok := f.remove(5, 0); !ok || p.seq() != 5 {
+		t.Fatalf("remove(5) = %v, %v; want seq 5", ok, p.buf != nil && p.seq() == 5)
+	}
+	if _, ok := f.remove(5, 0); ok {
+		t.Error("seq 5 removed twice")
+	}
+	if _, ok := f.remove(3, 40); ok {
+		t.Error("seq 3, sent at 30, removed with since 40")
+	}
+	if _, ok := f.remove(9, 0); ok {
+		t.Error("seq 9, itself a resend, removed again")
+	}
+	if _, ok := f.remove(42, 0); ok {
+		t.Error("seq 42, never sent, removed")
+	}
+	got, _ := f.take(nil, 0, 0)
+	var seqs []uint64
+	for _, p := range got {
+		seqs = append(seqs, p.seq())
+	}
+	if want := []uint64{1, 2, 3, 4, 6, 7, 8, 9, 10}; !slices.Equal(seqs, want) {
+		t.Errorf("take after remove = %v, want %v", seqs, want)
+	}
+}
+
+func TestRotateLeft(t *testing.T) {
+	a := []int{1, 2, 3, 4, 5, 6}
+	rotateLeft(a, 2)
+	if want := []int{3, 4, 5, 6, 1, 2}; !slices.Equal(a, want) {
+		t.Errorf("rotateLeft(2) = %v, want %v", a, want)
+	}
+	rotateLeft(a, 0)
+	rotateLeft(a, len(a))
+	if want := []int{3, 4, 5, 6, 1, 2}; !slices.Equal(a, want) {
+		t.Errorf("rotating by 0 and by the length changed it to %v", a)
+	}
+}
+
 // TestResendOnPathDown: what a link had in flight when it went down is
-// queued on the path the scheduler picks now, with its sequence number.
+// queued on the path the scheduler picks now, with its sequence number:
+// first what it sent after it last heard from the peer and what was still
+// queued for it, then what it sent in the round trip before.
 func TestResendOnPathDown(t *testing.T) {
 	s, err := newSession(1, scheduler.Failover, 0, nil)
 	if err != nil {
@@ -108,32 +167,39 @@ func TestResendOnPathDown(t *testing.T) {
 	s.addLink(a)
 	s.addLink(b)
 	var c Counters
-	for range 3 {
+	for range 6 {
 		if res := sendOne(t, s, &c); res != sent {
 			t.Fatalf("send = %v", res)
 		}
 	}
-	// a's sender sends them: they are now in flight on a.
-	for range 3 {
+	// a's sender sends five: 1 and 2 before it last heard from the peer,
+	// 3 to 5 after; 6 is still queued.
+	t0 := monotime()
+	for seq := range 5 {
 		p := <-a.queue
-		a.sent.add(p, monotime(), 0)
+		at := t0 + 2
+		if seq < 2 {
+			at = t0
+		}
+		a.sent.add(p, at, 0, false)
 	}
-	a.rtt.Store(int64(time.Second)) // all three sent within the last round trip
+	a.lastRecv.Store(t0 + 1)
+	a.rtt.Store(int64(time.Second)) // all sent within the last round trip
 	a.dead.Store(true)
 	s.failover(&c)
-	if n := c.Resent.Load(); n != 3 {
-		t.Fatalf("resent = %d, want 3", n)
+	if n := c.Resent.Load(); n != 6 {
+		t.Fatalf("resent = %d, want 6", n)
 	}
-	for want := uint64(1); want <= 3; want++ {
-		p := <-b.queue
-		_, seq, _, err := transport.ParseHeader(p.datagram())
-		if err != nil || seq != want {
-			t.Errorf("resent packet has seq %d (%v), want %d", seq, err, want)
-		}
+	var order []uint64
+	for range 6 {
+		order = append(order, (<-b.queue).seq())
+	}
+	if want := []uint64{3, 4, 5, 6, 1, 2}; !slices.Equal(order, want) {
+		t.Errorf("resent in the order %v, want %v", order, want)
 	}
 	s.failover(&c)
-	if n := c.Resent.Load(); n != 3 {
-		t.Errorf("resent = %d after a second look, want 3: once only", n)
+	if n := c.Resent.Load(); n != 6 {
+		t.Errorf("resent = %d after a second look, want 6: once only", n)
 	}
 }
 

@@ -1,0 +1,254 @@
+package transport
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/qlog"
+	"github.com/quic-go/quic-go/qlogwriter"
+)
+
+// QUIC never retransmits a DATAGRAM frame: a datagram in a packet that
+// QUIC declares lost is gone, and the inner flow has to recover it a
+// round trip later, or after its retransmission timeout if the loss hit
+// its own retransmission. Most of that loss is the congestion controller
+// overshooting a shallow bottleneck queue, in bursts. A lossTracker tells
+// braid which data datagrams were in the packets QUIC declared lost, so it
+// can send them again at once (the receiver's duplicate filter drops the
+// copies of those that did arrive late).
+//
+// quic-go reports neither which packet carried a datagram nor which
+// packets were lost, except to its qlog tracer (quic.Config.Tracer, public
+// API). The tracer sees each sent packet's frames, with a DATAGRAM frame's
+// length but not its data; datagrams leave quic-go's queue in the order
+// Send queued them, so the tracker matches each DATAGRAM frame to the
+// oldest datagram queued with that length (datagrams quic-go dropped
+// instead of sending are skipped over by the same rule).
+
+// Bounds of a lossTracker.
+const (
+	// lossQueued bounds datagrams handed to quic-go and not yet seen in a
+	// sent packet: quic-go queues at most 32, one more is being handed
+	// over. Older ones were dropped by quic-go (the match skips them).
+	lossQueued = 64
+	// lossSent bounds the sent datagrams remembered: a loss is declared
+	// about a round trip after the send, and 4096 datagrams cover a round
+	// trip of 80 ms at 50,000 datagrams a second. A loss older than that
+	// is not reported (the inner flow has already recovered it).
+	lossSent = 4096
+	// lossPending bounds lost datagrams not yet taken by the sender; more
+	// are dropped, since a sender that far behind has no room to resend.
+	lossPending = 1024
+)
+
+type queuedDatagram struct {
+	n    int    // datagram length
+	seq  uint64 // braid sequence number
+	data bool   // a data datagram, the only kind worth resending
+}
+
+type sentDatagram struct {
+	pn  int64 // QUIC packet number
+	seq uint64
+}
+
+// lossTracker implements qlogwriter.Trace and Recorder for one connection.
+type lossTracker struct {
+	mu     sync.Mutex
+	queued [lossQueued]queuedDatagram
+	qHead  int
+	qLen   int
+	sent   [lossSent]sentDatagram // ring, ascending packet numbers
+	sHead  int
+	sLen   int
+	lost   []uint64
+	ready  chan struct{} // signalled when lost becomes non-empty
+
+	// What quic-go discarded on receipt, for the path's statistics: QUIC
+	// packets its connection's queue had no room for (the peer sees them
+	// lost), and datagrams its 128-datagram receive queue had no room for
+	// (acknowledged, so the peer never learns; braid's own loss).
+	packetsDropped   atomic.Uint64
+	datagramsDropped atomic.Uint64
+
+	// lostPNs are the packet numbers declared lost most recently; one the
+	// peer acknowledges later was lost spuriously (reordered or its
+	// acknowledgement delayed), and counts in spurious.
+	lostPNs  [64]int64
+	lostNext int
+	spurious atomic.Uint64
+}
+
+func newLossTracker() *lossTracker {
+	t := &lossTracker{ready: make(chan struct{}, 1)}
+	for i := range t.lostPNs {
+		t.lostPNs[i] = -1
+	}
+	return t
+}
+
+// AddProducer implements qlogwriter.Trace.
+func (t *lossTracker) AddProducer() qlogwriter.Recorder { return t }
+
+// Close implements qlogwriter.Recorder.
+func (t *lossTracker) Close() error { return nil }
+
+// queue records a datagram about to be handed to quic-go.
+func (t *lossTracker) queue(b []byte) {
+	kind, seq, _, err := ParseHeader(b)
+	if err != nil {
+		return // never sent: Send hands over only braid datagrams
+	}
+	t.mu.Lock()
+	if t.qLen == lossQueued {
+		t.qHead = (t.qHead + 1) % lossQueued
+		t.qLen--
+	}
+	t.queued[(t.qHead+t.qLen)%lossQueued] = queuedDatagram{n: len(b), seq: seq, data: kind == KindData}
+	t.qLen++
+	t.mu.Unlock()
+}
+
+// unqueue forgets the datagram queue recorded last, which quic-go refused.
+func (t *lossTracker) unqueue() {
+	t.mu.Lock()
+	if t.qLen > 0 {
+		t.qLen--
+	}
+	t.mu.Unlock()
+}
+
+// RecordEvent implements qlogwriter.Recorder; quic-go calls it from its
+// connection's goroutines, so it only records and never blocks.
+func (t *lossTracker) RecordEvent(ev qlogwriter.Event) {
+	switch ev := ev.(type) {
+	case qlog.PacketSent:
+		if ev.Header.PacketType == qlog.PacketType1RTT {
+			t.packetSent(int64(ev.Header.PacketNumber), ev.Frames)
+		}
+	case qlog.PacketLost:
+		if ev.Header.PacketType == qlog.PacketType1RTT {
+			t.packetLost(int64(ev.Header.PacketNumber))
+		}
+	case qlog.PacketReceived:
+		if ev.Header.PacketType == qlog.PacketType1RTT {
+			for _, f := range ev.Frames {
+				if ack, ok := f.Frame.(*qlog.AckFrame); ok {
+					t.acked(ack.AckRanges)
+				}
+			}
+		}
+	case qlog.PacketDropped:
+		if ev.Trigger == qlog.PacketDropDOSPrevention {
+			t.packetsDropped.Add(1)
+		}
+	case qlog.DatagramDropped:
+		if ev.Direction == qlog.DirectionReceiving {
+			t.datagramsDropped.Add(1)
+		}
+	}
+}
+
+func (t *lossTracker) packetSent(pn int64, frames []qlog.Frame) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, f := range frames {
+		df, ok := f.Frame.(*qlog.DatagramFrame)
+		if !ok {
+			continue
+		}
+		// The oldest queued datagram of this length is the one sent;
+		// older ones of other lengths were dropped by quic-go.
+		for t.qLen > 0 {
+			d := t.queued[t.qHead]
+			t.qHead = (t.qHead + 1) % lossQueued
+			t.qLen--
+			if int64(d.n) == df.Length {
+				if d.data {
+					t.addSent(pn, d.seq)
+				}
+				break
+			}
+		}
+	}
+}
+
+func (t *lossTracker) addSent(pn int64, seq uint64) {
+	if t.sLen == lossSent {
+		t.sHead = (t.sHead + 1) % lossSent
+		t.sLen--
+	}
+	t.sent[(t.sHead+t.sLen)%lossSent] = sentDatagram{pn: pn, seq: seq}
+	t.sLen++
+}
+
+func (t *lossTracker) packetLost(pn int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	// Binary search for the first entry with this packet number: packet
+	// numbers ascend through the ring.
+	lo, hi := 0, t.sLen
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if t.sent[(t.sHead+mid)%lossSent].pn < pn {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	t.lostPNs[t.lostNext] = pn
+	t.lostNext = (t.lostNext + 1) % len(t.lostPNs)
+	found := false
+	for i := lo; i < t.sLen; i++ {
+		d := t.sent[(t.sHead+i)%lossSent]
+		if d.pn != pn {
+			break
+		}
+		if len(t.lost) < lossPending {
+			t.lost = append(t.lost, d.seq)
+			found = true
+		}
+	}
+	if found {
+		select {
+		case t.ready <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// acked counts the packets declared lost that ranges acknowledge.
+func (t *lossTracker) acked(ranges []qlog.AckRange) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, pn := range t.lostPNs {
+		if pn < 0 {
+			continue
+		}
+		for _, r := range ranges {
+			if int64(r.Smallest) <= pn && pn <= int64(r.Largest) {
+				t.spurious.Add(1)
+				t.lostPNs[i] = -1
+				break
+			}
+		}
+	}
+}
+
+// takeLost appends the sequence numbers of the data datagrams lost since
+// the last call to dst.
+func (t *lossTracker) takeLost(dst []uint64) []uint64 {
+	t.mu.Lock()
+	dst = append(dst, t.lost...)
+	t.lost = t.lost[:0]
+	t.mu.Unlock()
+	return dst
+}
+
+// newTracer is quic.Config's Tracer: every connection gets its own
+// lossTracker, which the Path finds again with Conn.QlogTrace.
+func newTracer(context.Context, bool, quic.ConnectionID) qlogwriter.Trace {
+	return newLossTracker()
+}
