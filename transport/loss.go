@@ -44,8 +44,8 @@ const (
 )
 
 type queuedDatagram struct {
-	n    int    // datagram length
 	seq  uint64 // braid sequence number
+	n    int32  // datagram length
 	data bool   // a data datagram, the only kind worth resending
 }
 
@@ -60,7 +60,7 @@ type lossTracker struct {
 	queued [lossQueued]queuedDatagram
 	qHead  int
 	qLen   int
-	sent   [lossSent]sentDatagram // ring, ascending packet numbers
+	sent   []sentDatagram // ring of lossSent, ascending packet numbers; nil while idle
 	sHead  int
 	sLen   int
 	lost   []uint64
@@ -106,7 +106,7 @@ func (t *lossTracker) queue(b []byte) {
 		t.qHead = (t.qHead + 1) % lossQueued
 		t.qLen--
 	}
-	t.queued[(t.qHead+t.qLen)%lossQueued] = queuedDatagram{n: len(b), seq: seq, data: kind == KindData}
+	t.queued[(t.qHead+t.qLen)%lossQueued] = queuedDatagram{seq: seq, n: int32(len(b)), data: kind == KindData}
 	t.qLen++
 	t.mu.Unlock()
 }
@@ -176,6 +176,9 @@ func (t *lossTracker) packetSent(pn int64, frames []qlog.Frame) {
 }
 
 func (t *lossTracker) addSent(pn int64, seq uint64) {
+	if t.sent == nil {
+		t.sent = make([]sentDatagram, lossSent)
+	}
 	if t.sLen == lossSent {
 		t.sHead = (t.sHead + 1) % lossSent
 		t.sLen--
@@ -235,6 +238,14 @@ func (t *lossTracker) acked(ranges []qlog.AckRange) {
 			}
 		}
 	}
+}
+
+// release forgets the sent datagrams, and frees their ring, once the path
+// has sent no data for a while: an idle connection holds no 64 KiB ring.
+func (t *lossTracker) release() {
+	t.mu.Lock()
+	t.sent, t.sHead, t.sLen = nil, 0, 0
+	t.mu.Unlock()
 }
 
 // takeLost appends the sequence numbers of the data datagrams lost since

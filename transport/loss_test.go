@@ -75,6 +75,18 @@ func TestLossTrackerMatchesFrames(t *testing.T) {
 	if got := tr.takeLost(nil); len(got) != 0 {
 		t.Errorf("reported again: %v", got)
 	}
+	// An idle path frees its ring; losses of what it sent before are not
+	// reported.
+	tr.queue(datagram(KindData, 8, 500))
+	sent(14, qlog.PacketType1RTT, frames(500))
+	tr.release()
+	if tr.sent != nil {
+		t.Error("release kept the ring")
+	}
+	lost(14, qlog.PacketType1RTT)
+	if got := tr.takeLost(nil); len(got) != 0 {
+		t.Errorf("after release, reported %v", got)
+	}
 }
 
 // lossyConn drops every tenth packet it reads once dropping is on.

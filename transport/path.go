@@ -177,6 +177,15 @@ func (p *Path) TakeLost(dst []uint64) []uint64 {
 	return p.loss.takeLost(dst)
 }
 
+// ReleaseIdle frees what the path keeps to tell lost datagrams apart; the
+// caller says the path has sent no data for longer than a loss takes to
+// be noticed.
+func (p *Path) ReleaseIdle() {
+	if p.loss != nil {
+		p.loss.release()
+	}
+}
+
 // MaxDatagram is the largest datagram payload the path can carry now. It
 // grows as path MTU discovery (RFC 8899) finds room.
 func (p *Path) MaxDatagram() int {

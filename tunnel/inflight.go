@@ -46,14 +46,16 @@ func (f *inflight) add(p packetRef, now, keepSince int64, resent bool) {
 	f.n++
 }
 
-// trim drops what was sent before keepSince, and the ring once it is empty.
-func (f *inflight) trim(keepSince int64) {
+// trim drops what was sent before keepSince, and the ring once it is
+// empty; it reports whether it is.
+func (f *inflight) trim(keepSince int64) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.trimLocked(keepSince)
 	if f.n == 0 {
 		f.ring = nil
 	}
+	return f.n == 0
 }
 
 func (f *inflight) trimLocked(keepSince int64) {

@@ -496,6 +496,7 @@ type tickState struct {
 	lastProbe   int64
 	told        restriction // the restriction the peer was last told of
 	lastReport  transport.Report
+	released    bool // the path's loss tracking was freed since data was last sent
 }
 
 // tick refreshes RTT and MTU, trims what was sent, and on the client
@@ -504,7 +505,13 @@ func (l *link) tick(t *tickState) error {
 	t.ticks++
 	l.refresh(t.ticks%mtuTicks == 0)
 	now := monotime()
-	l.sent.trim(now - l.keepSent())
+	if !l.sent.trim(now - l.keepSent()) {
+		t.released = false
+	} else if !t.released {
+		// No data sent for longer than a loss takes to be noticed.
+		l.path.ReleaseIdle()
+		t.released = true
+	}
 	if !l.probe {
 		return nil
 	}
