@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -61,6 +62,36 @@ func reportFailover(t *testing.T, how Cut) {
 	sessionKept(t, e, before)
 	t.Logf("REPORT failover, busy uplink %s for 3 s: TCP longest stall %v (ending at %v, cut at 2 s, restored at 5 s); call 1000 pkt/s: %s; restored uplink carries traffic %v after it is usable",
 		cutNames[how], tcp.LongestStall.Round(time.Millisecond), tcp.StallEnd.Round(time.Millisecond), call, back.Round(time.Millisecond))
+
+	mp, err := mptcpFailover(ctx, t, e, how)
+	if err != nil {
+		t.Fatalf("kernel MPTCP baseline: %v", err)
+	}
+	t.Logf("REPORT failover baseline, kernel MPTCP (2 subflows, client host to the concentrator's address), busy uplink %s for 3 s: TCP longest stall %v (ending at %v); braid/MPTCP stall ratio %.2f",
+		cutNames[how], mp.LongestStall.Round(time.Millisecond), mp.StallEnd.Round(time.Millisecond), float64(tcp.LongestStall)/float64(mp.LongestStall))
+}
+
+// mptcpFailover measures kernel MPTCP under the same cut as braid: one
+// upload from the client host to the concentrator's address over two
+// subflows, one per uplink, for 7 s, with uplink 1 cut from 2 s to 5 s.
+func mptcpFailover(ctx context.Context, t *testing.T, e *Env, how Cut) (TransferResult, error) {
+	if err := setupMPTCP(e.Topo); err != nil {
+		return TransferResult{}, err
+	}
+	spec := &flowSpec{dialNS: e.Topo.Client, listenNS: e.Topo.Conc, addr: e.Topo.ConcAddr, mptcp: true}
+	wait := schedule(t, []step{
+		{2 * time.Second, func() error { return e.CutUplink(1, how) }},
+		{5 * time.Second, func() error { return e.RestoreUplink(1, how) }},
+	})
+	res, err := spec.transfer(ctx, upload, 7*time.Second)
+	wait()
+	if err == nil && spec.multipath.Load() == 0 {
+		err = errors.New("the connection fell back to plain TCP")
+	}
+	if err == nil && !res.Intact {
+		err = errors.New("the transfer arrived damaged")
+	}
+	return res, err
 }
 
 // restoreAndWaitTraffic restores uplink i and returns how long its path
