@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/qlog"
@@ -79,10 +80,19 @@ type lossTracker struct {
 	lostPNs  [64]int64
 	lostNext int
 	spurious atomic.Uint64
+
+	// largestAcked is the largest packet number the peer acknowledged,
+	// and ackedAt (time since lossEpoch) when it last grew: the last
+	// proof that what we send arrives.
+	largestAcked int64
+	ackedAt      atomic.Int64
 }
 
+// lossEpoch is the origin of ackedAt's monotonic readings.
+var lossEpoch = time.Now()
+
 func newLossTracker() *lossTracker {
-	t := &lossTracker{ready: make(chan struct{}, 1)}
+	t := &lossTracker{ready: make(chan struct{}, 1), largestAcked: -1}
 	for i := range t.lostPNs {
 		t.lostPNs[i] = -1
 	}
@@ -222,10 +232,17 @@ func (t *lossTracker) packetLost(pn int64) {
 	}
 }
 
-// acked counts the packets declared lost that ranges acknowledge.
+// acked notes acknowledgement progress, and counts the packets declared
+// lost that ranges acknowledge.
 func (t *lossTracker) acked(ranges []qlog.AckRange) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	for _, r := range ranges {
+		if int64(r.Largest) > t.largestAcked {
+			t.largestAcked = int64(r.Largest)
+			t.ackedAt.Store(int64(time.Since(lossEpoch)))
+		}
+	}
 	for i, pn := range t.lostPNs {
 		if pn < 0 {
 			continue

@@ -75,6 +75,20 @@ func TestLossTrackerMatchesFrames(t *testing.T) {
 	if got := tr.takeLost(nil); len(got) != 0 {
 		t.Errorf("reported again: %v", got)
 	}
+	// The peer acknowledges 10 to 12 after all: two losses were spurious,
+	// and the path is known to work now.
+	if tr.ackedAt.Load() != 0 {
+		t.Fatal("acknowledgement progress before any acknowledgement")
+	}
+	tr.RecordEvent(qlog.PacketReceived{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT},
+		Frames: []qlog.Frame{{Frame: &qlog.AckFrame{AckRanges: []qlog.AckRange{{Smallest: 10, Largest: 12}}}}}})
+	if n := tr.spurious.Load(); n != 2 {
+		t.Errorf("%d spurious losses, want 2 (packets 11 and 12)", n)
+	}
+	if tr.ackedAt.Load() == 0 {
+		t.Error("no acknowledgement progress noted")
+	}
+
 	// An idle path frees its ring; losses of what it sent before are not
 	// reported.
 	tr.queue(datagram(KindData, 8, 500))
@@ -177,6 +191,9 @@ func TestPathReportsLostDatagrams(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("only %d datagrams reported lost", len(reported))
 		}
+	}
+	if cp.AckedAt().IsZero() {
+		t.Error("the peer's acknowledgements were not noticed")
 	}
 	mu.Lock()
 	defer mu.Unlock()

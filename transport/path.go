@@ -177,6 +177,20 @@ func (p *Path) TakeLost(dst []uint64) []uint64 {
 	return p.loss.takeLost(dst)
 }
 
+// AckedAt is when the peer last acknowledged a packet it had not
+// acknowledged before: the last proof that the path carries what we send.
+// It is zero if that never happened, or the path has no loss tracker.
+func (p *Path) AckedAt() time.Time {
+	if p == nil || p.loss == nil {
+		return time.Time{}
+	}
+	d := p.loss.ackedAt.Load()
+	if d == 0 {
+		return time.Time{}
+	}
+	return lossEpoch.Add(time.Duration(d))
+}
+
 // ReleaseIdle frees what the path keeps to tell lost datagrams apart; the
 // caller says the path has sent no data for longer than a loss takes to
 // be noticed.

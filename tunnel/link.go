@@ -63,6 +63,9 @@ const (
 	reportInterval = time.Second
 	// minDeadAfter is the shortest silence that declares a path dead.
 	minDeadAfter = 250 * time.Millisecond
+	// minBusyDeadAfter is the shortest time data sent on a path may go
+	// unanswered before the path is dead (see busyDeadAfter).
+	minBusyDeadAfter = 150 * time.Millisecond
 )
 
 var clockStart = time.Now()
@@ -107,15 +110,18 @@ type link struct {
 	// the kernel told us, so the path is out of use before probes miss.
 	carrierDown *atomic.Bool
 
-	lastRecv  atomic.Int64 // monotime of the last datagram received
-	lastData  atomic.Int64 // monotime of the last data datagram received
-	rtt       atomic.Int64 // smoothed RTT in nanoseconds
-	mtu       atomic.Int32 // largest inner packet the path carries now
-	txPackets atomic.Uint64
-	txBytes   atomic.Uint64
-	rxPackets atomic.Uint64
-	rxBytes   atomic.Uint64
-	peer      atomic.Pointer[transport.Report]
+	lastRecv atomic.Int64 // monotime of the last datagram received
+	// unanswered is the monotime of the first data datagram sent after
+	// the path was last heard from (see alive); set by the sender.
+	unanswered atomic.Int64
+	lastData   atomic.Int64 // monotime of the last data datagram received
+	rtt        atomic.Int64 // smoothed RTT in nanoseconds
+	mtu        atomic.Int32 // largest inner packet the path carries now
+	txPackets  atomic.Uint64
+	txBytes    atomic.Uint64
+	rxPackets  atomic.Uint64
+	rxBytes    atomic.Uint64
+	peer       atomic.Pointer[transport.Report]
 
 	// highestSeq is the highest data sequence number received on this
 	// path, set by the session's deliver under its rxMu.
@@ -188,12 +194,41 @@ func (l *link) keepSent() int64 {
 	return l.deadAfter() + l.rtt.Load()
 }
 
-// alive says whether the path has been heard from recently enough.
+// alive says whether the path has been heard from recently enough, and
+// has answered the data sent on it.
 func (l *link) alive(now int64) bool {
 	if l.dead.Load() || l.peerDown.Load() || l.carrierDown != nil && l.carrierDown.Load() {
 		return false
 	}
-	return now-l.lastRecv.Load() < l.deadAfter() || now < l.graceUntil.Load()
+	if now < l.graceUntil.Load() {
+		return true
+	}
+	heard := l.heard()
+	if u := l.unanswered.Load(); u > heard && now-u > l.busyDeadAfter() {
+		return false // data went out and nothing came back: a path gone silent under load
+	}
+	return now-heard < l.deadAfter()
+}
+
+// heard is when the path last proved to work: the last datagram from the
+// peer, or the peer's acknowledging a packet it had not acknowledged yet.
+func (l *link) heard() int64 {
+	h := l.lastRecv.Load()
+	if at := l.path.AckedAt(); !at.IsZero() {
+		h = max(h, int64(at.Sub(clockStart)))
+	}
+	return h
+}
+
+// busyDeadAfter is how long data sent on the path may go unanswered
+// before the path is out of use: the peer acknowledges within a round
+// trip plus its acknowledgement delay (25 ms), so twice the RTT plus 75 ms
+// leaves room for a queue that builds up meanwhile; minBusyDeadAfter
+// keeps a fast path from dying of a scheduling hiccup. A busy path is
+// thus given up within a few round trips, where probes alone (deadAfter)
+// take four probe intervals more.
+func (l *link) busyDeadAfter() int64 {
+	return max(int64(minBusyDeadAfter), 2*l.rtt.Load()+int64(75*time.Millisecond))
 }
 
 // state is the scheduler's view of the link for a packet that is
@@ -366,6 +401,9 @@ func (l *link) sendData(p packetRef, resent bool) error {
 	n := p.n
 	if err == nil {
 		now := monotime()
+		if l.unanswered.Load() <= l.heard() {
+			l.unanswered.Store(now)
+		}
 		l.sent.add(p, now, now-l.keepSent(), resent)
 		l.estMu.Lock()
 		l.est.OnSent(n, len(l.queue) > 0)

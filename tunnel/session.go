@@ -224,14 +224,14 @@ func (s *session) look(c *Counters) []*link {
 // The order matters as much as the set: the surviving path is often a
 // standby whose congestion window is still the initial one, so it
 // carries a few dozen packets in its first round trip and twice as many
-// in each of the next. What was sent after the last datagram heard on
-// dead is lost whatever failed, and goes first, oldest first, then what
+// in each of the next. What was sent after dead was last heard from
+// is lost whatever failed, and goes first, oldest first, then what
 // is still queued; what was sent in the round trip before that goes last,
 // since only a failure far from us (the peer's side of the path) loses it.
 // A link that goes down under us loses only the former, and an inner
 // flow whose holes are filled first resumes a round trip or two sooner.
 func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
-	last := dead.lastRecv.Load()
+	last := dead.heard()
 	var early int
 	s.resent, early = dead.sent.take(s.resent[:0], last-dead.rtt.Load(), last)
 	// And what is still queued for it: a silent path's sender is stuck

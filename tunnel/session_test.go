@@ -273,3 +273,35 @@ func TestFlowModeNeedsNoReorder(t *testing.T) {
 		t.Error("flow mode put a reorder buffer in place")
 	}
 }
+
+// TestBusyPathGivenUpWhenUnanswered: data sent on a path that then stays
+// silent takes it out of use after busyDeadAfter, sooner than the probes'
+// deadAfter would; a path whose data was answered, or that carries none,
+// lives until deadAfter.
+func TestBusyPathGivenUpWhenUnanswered(t *testing.T) {
+	l := testLink("a", 0)
+	l.probe = true
+	l.probeEvery.Store(int64(probeInterval))
+	l.rtt.Store(int64(40 * time.Millisecond))
+	busy, idle := l.busyDeadAfter(), l.deadAfter()
+	if busy >= idle {
+		t.Fatalf("busyDeadAfter %v not shorter than deadAfter %v", time.Duration(busy), time.Duration(idle))
+	}
+	heard := int64(10 * time.Hour) // a fixed clock reading, past any grace period
+	l.lastRecv.Store(heard)
+	now := heard + busy + 10*int64(time.Millisecond)
+	if !l.alive(now) {
+		t.Fatal("an idle path heard from within deadAfter is down")
+	}
+	l.unanswered.Store(heard + 5*int64(time.Millisecond)) // data sent after the last answer
+	if !l.alive(heard + busy) {
+		t.Error("down before busyDeadAfter passed")
+	}
+	if l.alive(now + 5*int64(time.Millisecond)) {
+		t.Error("still up after its data went unanswered for longer than busyDeadAfter")
+	}
+	l.lastRecv.Store(heard + 20*int64(time.Millisecond)) // an answer came after that send
+	if !l.alive(now + 5*int64(time.Millisecond)) {
+		t.Error("down although its data was answered")
+	}
+}
