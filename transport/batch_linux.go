@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"slices"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -94,10 +95,11 @@ func (b *sendBatch) full(n, oobn int) bool {
 	return len(b.pkts) == maxBatchPackets || len(b.arena)+n > cap(b.arena) || len(b.oob)+oobn > cap(b.oob)
 }
 
-func (b *sendBatch) add(p []byte, oob []byte, addr *net.UDPAddr) {
-	b.pkts = append(b.pkts, pkt{off: len(b.arena), n: len(p), oobOff: len(b.oob), oobN: len(oob), addr: addr})
+func (b *sendBatch) add(p []byte, oob1, oob2 []byte, addr *net.UDPAddr) {
+	b.pkts = append(b.pkts, pkt{off: len(b.arena), n: len(p), oobOff: len(b.oob), oobN: len(oob1) + len(oob2), addr: addr})
 	b.arena = append(b.arena, p...)
-	b.oob = append(b.oob, oob...)
+	b.oob = append(b.oob, oob1...)
+	b.oob = append(b.oob, oob2...)
 }
 
 func (b *sendBatch) reset() {
@@ -172,13 +174,13 @@ func (c *batchConn) start() *batchConn {
 // packets) and returns. Errors of the send itself are not reported to the
 // caller: a lost UDP packet is QUIC's to recover.
 func (c *batchConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error) {
-	oob, seg := stripSegmentSize(oob)
+	before, after, seg := stripSegmentSize(oob)
 	if seg == 0 || seg >= len(b) {
-		return len(b), len(oob), c.queue(b, oob, addr)
+		return len(b), len(oob), c.queue(b, before, after, addr)
 	}
 	for p := b; len(p) > 0; {
 		k := min(seg, len(p))
-		if err := c.queue(p[:k], oob, addr); err != nil {
+		if err := c.queue(p[:k], before, after, addr); err != nil {
 			return 0, 0, err
 		}
 		p = p[k:]
@@ -196,21 +198,22 @@ func (c *batchConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return n, err
 }
 
-func (c *batchConn) queue(b, oob []byte, addr *net.UDPAddr) error {
-	if len(b) > maxPacketSize || len(oob) > maxOOB {
+// queue adds packet b, whose control messages are oob1 followed by oob2.
+func (c *batchConn) queue(b, oob1, oob2 []byte, addr *net.UDPAddr) error {
+	if len(b) > maxPacketSize || len(oob1)+len(oob2) > maxOOB {
 		// Never happens with quic-go; send it on its own rather than fail.
-		_, _, err := c.UDPConn.WriteMsgUDP(b, oob, addr)
+		_, _, err := c.UDPConn.WriteMsgUDP(b, append(slices.Clip(oob1), oob2...), addr)
 		return err
 	}
 	c.mu.Lock()
-	for !c.closed && c.filling.full(len(b), len(oob)) {
+	for !c.closed && c.filling.full(len(b), len(oob1)+len(oob2)) {
 		c.taken.Wait()
 	}
 	if c.closed {
 		c.mu.Unlock()
 		return net.ErrClosed
 	}
-	c.filling.add(b, oob, addr)
+	c.filling.add(b, oob1, oob2, addr)
 	select {
 	case c.wake <- struct{}{}:
 	default: // the writer has a wake-up pending
@@ -273,7 +276,7 @@ func (c *batchConn) send(b *sendBatch) {
 
 // segments is the number of packets in a message.
 func segments(m *ipv4.Message) int {
-	_, seg := stripSegmentSize(m.OOB)
+	_, _, seg := stripSegmentSize(m.OOB)
 	if seg == 0 {
 		return 1
 	}
@@ -333,22 +336,23 @@ func appendSegmentSize(b []byte, size uint16) []byte {
 	return b
 }
 
-// stripSegmentSize returns oob without its UDP_SEGMENT control message, if
-// it has one, and the segment size it named (0 for none). The UDP_SEGMENT
-// message is the last one when quic-go writes it; oob is not modified
-// otherwise.
-func stripSegmentSize(oob []byte) ([]byte, int) {
+// stripSegmentSize splits oob around its UDP_SEGMENT control message, if
+// it has one, and returns the segment size it named (0 for none, and then
+// all of oob in before). quic-go writes UDP_SEGMENT before the ECN message,
+// so it is not always the last one; control messages are aligned blocks,
+// so before and after together are oob without it.
+func stripSegmentSize(oob []byte) (before, after []byte, seg int) {
 	for rest := oob; len(rest) > 0; {
 		h, body, next, err := unix.ParseOneSocketControlMessage(rest)
 		if err != nil {
-			return oob, 0
+			return oob, nil, 0
 		}
-		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_SEGMENT && len(body) >= 2 && len(next) == 0 {
-			return oob[:len(oob)-len(rest)], int(binary.NativeEndian.Uint16(body))
+		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_SEGMENT && len(body) >= 2 {
+			return oob[:len(oob)-len(rest)], next, int(binary.NativeEndian.Uint16(body))
 		}
 		rest = next
 	}
-	return oob, 0
+	return oob, nil, 0
 }
 
 // Receive side. rxMessages bounds one recvmmsg: quic-go reads 8 packets at

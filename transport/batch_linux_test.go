@@ -6,8 +6,10 @@ import (
 	"net"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 func TestBatchMessagesCoalesceRuns(t *testing.T) {
@@ -27,13 +29,13 @@ func TestBatchMessagesCoalesceRuns(t *testing.T) {
 		{1200, ecn, b},                                 // other control messages
 		{1000, nil, a}, {1200, nil, a}, {1000, nil, a}, // a longer one cannot follow
 	} {
-		batch.add(bytes.Repeat([]byte{byte(len(batch.pkts))}, p.n), p.oob, p.addr)
+		batch.add(bytes.Repeat([]byte{byte(len(batch.pkts))}, p.n), p.oob, nil, p.addr)
 	}
 	type msg struct{ len, seg int }
 	want := []msg{{4400, 1200}, {1200, 0}, {2400, 1200}, {1200, 0}, {1000, 0}, {2200, 1200}}
 	var got []msg
 	for _, m := range batch.messages(true) {
-		_, seg := stripSegmentSize(m.OOB)
+		_, _, seg := stripSegmentSize(m.OOB)
 		got = append(got, msg{len(m.Buffers[0]), seg})
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -44,15 +46,37 @@ func TestBatchMessagesCoalesceRuns(t *testing.T) {
 	}
 }
 
+// appendTOS appends an IP_TOS control message, as quic-go does for ECN
+// after its UDP_SEGMENT message.
+func appendTOS(b []byte, tos byte) []byte {
+	start := len(b)
+	b = append(b, make([]byte, unix.CmsgSpace(1))...)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[start]))
+	h.Level, h.Type = unix.IPPROTO_IP, unix.IP_TOS
+	h.SetLen(unix.CmsgLen(1))
+	b[start+unix.CmsgSpace(0)] = tos
+	return b
+}
+
 func TestSegmentSizeRoundTrip(t *testing.T) {
-	oob := []byte{}
-	oob = appendSegmentSize(oob, 1337)
-	rest, seg := stripSegmentSize(oob)
-	if seg != 1337 || len(rest) != 0 {
-		t.Fatalf("stripSegmentSize = %d, %d bytes left; want 1337, 0", seg, len(rest))
+	oob := appendSegmentSize(nil, 1337)
+	before, after, seg := stripSegmentSize(oob)
+	if seg != 1337 || len(before)+len(after) != 0 {
+		t.Fatalf("stripSegmentSize = %d, %d bytes left; want 1337, 0", seg, len(before)+len(after))
 	}
-	if _, seg := stripSegmentSize([]byte{1, 2, 3}); seg != 0 {
+	if _, _, seg := stripSegmentSize([]byte{1, 2, 3}); seg != 0 {
 		t.Fatalf("garbage: segment size %d", seg)
+	}
+	// quic-go's order: UDP_SEGMENT, then ECN. What is left is the ECN
+	// message alone.
+	oob = appendTOS(appendSegmentSize(nil, 1337), 2)
+	before, after, seg = stripSegmentSize(oob)
+	if seg != 1337 || len(before) != 0 {
+		t.Fatalf("UDP_SEGMENT before IP_TOS: segment size %d, %d bytes before it", seg, len(before))
+	}
+	h, body, next, err := unix.ParseOneSocketControlMessage(after)
+	if err != nil || h.Level != unix.IPPROTO_IP || h.Type != unix.IP_TOS || len(body) < 1 || body[0] != 2 || len(next) != 0 {
+		t.Errorf("left after UDP_SEGMENT: %+v %v %d bytes more, %v; want the IP_TOS message alone", h, body, len(next), err)
 	}
 }
 
@@ -158,6 +182,31 @@ func TestBatchConnSplitsGSOWrites(t *testing.T) {
 	for i, want := range []int{1000, 1000, 300} {
 		if len(got[i]) != want || got[i][0] != byte(i+1) {
 			t.Errorf("packet %d: %d bytes of %d, want %d bytes of %d", i, len(got[i]), got[i][0], want, i+1)
+		}
+	}
+}
+
+// TestBatchConnSplitsGSOWritesWithECN: quic-go puts its ECN message after
+// UDP_SEGMENT. Two such GSO writes batched together must still arrive as
+// their separate packets: taken for single packets, they were sent as one
+// GSO run of their whole length, which a real link's MTU refuses (and
+// both writes' packets were lost).
+func TestBatchConnSplitsGSOWritesWithECN(t *testing.T) {
+	tx, rx := loopbackPairStopped(t)
+	dst := rx.LocalAddr().(*net.UDPAddr)
+	var want []int
+	for range 2 {
+		b := append(bytes.Repeat([]byte{1}, 1000), bytes.Repeat([]byte{2}, 300)...)
+		if n, _, err := tx.WriteMsgUDP(b, appendTOS(appendSegmentSize(nil, 1000), 2), dst); err != nil || n != len(b) {
+			t.Fatalf("WriteMsgUDP = %d, %v", n, err)
+		}
+		want = append(want, 1000, 300)
+	}
+	tx.start()
+	got := readAll(t, rx, len(want))
+	for i, n := range want {
+		if len(got[i]) != n {
+			t.Fatalf("packet %d has %d bytes, want %d (got %d packets: GSO writes not split)", i, len(got[i]), n, len(got))
 		}
 	}
 }
