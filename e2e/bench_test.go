@@ -69,21 +69,7 @@ func BenchmarkDataPath(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	e, err := Build(braidBin, Options{Links: lab.TopologyOptions{Direct: true}, ExtraClients: idleSessions})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if b.Failed() {
-			b.Log(e.Logs())
-		}
-		e.Close()
-	})
-	// Uplink 2 is cut for every case, so that raw TCP and WireGuard take
-	// the same single path that braid will.
-	if err := e.CutUplink(2, LinkDown); err != nil {
-		b.Fatal(err)
-	}
+	e := onePathLab(b)
 	results := map[string]caseResult{}
 
 	for _, c := range flowCases {
@@ -181,18 +167,10 @@ func BenchmarkDataPath(b *testing.B) {
 		us(wgLat[0]), us(wgLat[1]), us(braidLat[0]), us(braidLat[1]))
 }
 
-// BenchmarkIdleSessions is BenchmarkDataPath's idle-sessions case alone,
-// without the throughput and latency cases or WireGuard:
-//
-//	go test -run '^$' -bench IdleSessions -benchtime 1x ./e2e
-//
-// With BRAID_MEMPROFILE=FILE (%s for the role) in the environment, the
-// concentrator writes its heap and goroutine profiles once the sessions
-// are counted.
-func BenchmarkIdleSessions(b *testing.B) {
-	requireRoot(b)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+// onePathLab builds the unshaped lab of the data-path benchmarks, with
+// the idle sessions' keys, braid not started yet, and uplink 2 cut, so
+// that raw TCP and WireGuard take the same single path that braid will.
+func onePathLab(b *testing.B) *Env {
 	e, err := Build(braidBin, Options{Links: lab.TopologyOptions{Direct: true}, ExtraClients: idleSessions})
 	if err != nil {
 		b.Fatal(err)
@@ -206,6 +184,22 @@ func BenchmarkIdleSessions(b *testing.B) {
 	if err := e.CutUplink(2, LinkDown); err != nil {
 		b.Fatal(err)
 	}
+	return e
+}
+
+// BenchmarkIdleSessions is BenchmarkDataPath's idle-sessions case alone,
+// without the throughput and latency cases or WireGuard:
+//
+//	go test -run '^$' -bench IdleSessions -benchtime 1x ./e2e
+//
+// With BRAID_MEMPROFILE=FILE (%s for the role) in the environment, the
+// concentrator writes its heap and goroutine profiles once the sessions
+// are counted.
+func BenchmarkIdleSessions(b *testing.B) {
+	requireRoot(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	e := onePathLab(b)
 	if err := e.StartConcentrator(); err != nil {
 		b.Fatal(err)
 	}

@@ -93,11 +93,16 @@ func (e *Env) moveUplink1(from, to netip.Addr) error {
 	return t.Client.DelAddrs(t.Uplink1Dev, netip.PrefixFrom(from, 24))
 }
 
-// warmUp sends a short UDP stream through the tunnel first: the first
-// packets of a fresh lab wait for neighbour resolution on the way, which
-// drops some at 1000 packets/s and is no part of what is measured.
-func warmUp(t *testing.T, ctx context.Context, e *Env) {
+// settleLab readies a fresh lab for a measurement. It waits for the inner
+// MTU, which follows the paths after they are up and, settled, does not
+// disturb what is measured. Then it sends a short UDP stream through the
+// tunnel: the first packets of a fresh lab wait for neighbour resolution
+// on the way, which drops some at 1000 packets/s.
+func settleLab(t *testing.T, ctx context.Context, e *Env) {
 	t.Helper()
+	if err := e.WaitMTU(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e.Call(ctx, 100, time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +138,7 @@ func TestAddressChange(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := start(t, Options{Links: shaped})
-	if err := e.WaitMTU(ctx, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	warmUp(t, ctx, e)
+	settleLab(t, ctx, e)
 	before, err := e.ClientStatus()
 	if err != nil {
 		t.Fatal(err)
@@ -259,12 +261,7 @@ func TestPluggedInterface(t *testing.T) {
     priority: 0
 `})
 	up(t, ctx, e)
-	// The inner MTU follows the paths after they are up; settled, it
-	// does not disturb the measurements.
-	if err := e.WaitMTU(ctx, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	warmUp(t, ctx, e)
+	settleLab(t, ctx, e)
 	before, err := e.ClientStatus()
 	if err != nil {
 		t.Fatal(err)
@@ -329,12 +326,7 @@ func TestDefaultRouteMatch(t *testing.T) {
     priority: 1
 `})
 	up(t, ctx, e)
-	// The inner MTU follows the paths after they are up; settled, it
-	// does not disturb the measurements.
-	if err := e.WaitMTU(ctx, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	warmUp(t, ctx, e)
+	settleLab(t, ctx, e)
 	tp := e.Topo
 	def := netip.MustParsePrefix("0.0.0.0/0")
 	if _, ok, err := e.pathState("any-up1"); err != nil || !ok {

@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"encoding/binary"
 	"sync"
 
 	"github.com/braid-tunnel/braid/transport"
@@ -63,8 +62,9 @@ func (p packetRef) packet() []byte { return p.buf.b[headroom : headroom+p.n] }
 
 // seq is the sequence number in the braid header in front of the packet.
 func (p packetRef) seq() uint64 {
-	return binary.BigEndian.Uint64(p.buf.b[headroom-transport.HeaderLen:]) & transport.MaxSeq
+	_, seq, _, _ := transport.ParseHeader(p.datagram())
+	return seq
 }
 
 // datagram is the packet with the braid header in front of it.
-func (p packetRef) datagram() []byte { return p.buf.b[headroom-8 : headroom+p.n] }
+func (p packetRef) datagram() []byte { return p.buf.b[headroom-transport.HeaderLen : headroom+p.n] }

@@ -82,13 +82,11 @@ func (f *inflight) take(dst []packetRef, since, split int64) ([]packetRef, int) 
 	f.trimLocked(since)
 	before := 0
 	for f.n > 0 {
-		if f.ring[f.head].ref.buf == nil {
-			// taken out by remove
-		} else if f.ring[f.head].at < split {
-			before++
-			dst = append(dst, f.ring[f.head].ref)
-		} else {
-			dst = append(dst, f.ring[f.head].ref)
+		if e := f.ring[f.head]; e.ref.buf != nil { // nil: taken out by remove
+			if e.at < split {
+				before++
+			}
+			dst = append(dst, e.ref)
 		}
 		f.ring[f.head] = sentPacket{}
 		f.head = (f.head + 1) % len(f.ring)

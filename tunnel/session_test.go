@@ -221,12 +221,11 @@ func TestPeerDownFollowsClient(t *testing.T) {
 	}
 }
 
-// TestReorderAcrossPaths: with two paths of different delay delivering,
-// packets that arrive out of order reach the TUN writer in order; with
-// one path, the buffer is out of the way (and holds no memory).
-func TestReorderAcrossPaths(t *testing.T) {
-	s, _ := newSession(1, scheduler.Aggregate, 0, nil)
-	fast, slow := testLink("fast", 0), testLink("slow", 0)
+// pathsApart returns a session in mode with two paths that both just
+// delivered data, with RTTs of 10 and 60 ms.
+func pathsApart(mode scheduler.Mode) (s *session, fast, slow *link) {
+	s, _ = newSession(1, mode, 0, nil)
+	fast, slow = testLink("fast", 0), testLink("slow", 0)
 	fast.rtt.Store(int64(10 * time.Millisecond))
 	slow.rtt.Store(int64(60 * time.Millisecond))
 	now := monotime()
@@ -234,6 +233,15 @@ func TestReorderAcrossPaths(t *testing.T) {
 	slow.lastData.Store(now)
 	s.addLink(fast)
 	s.addLink(slow)
+	return s, fast, slow
+}
+
+// TestReorderAcrossPaths: with two paths of different delay delivering,
+// packets that arrive out of order reach the TUN writer in order; with
+// one path, the buffer is out of the way (and holds no memory).
+func TestReorderAcrossPaths(t *testing.T) {
+	s, fast, slow := pathsApart(scheduler.Aggregate)
+	now := fast.lastData.Load()
 	w := &tunWriter{queue: make(chan packetRef, 16), done: make(chan struct{})}
 	var c Counters
 	ctx := context.Background()
@@ -260,14 +268,7 @@ func TestReorderAcrossPaths(t *testing.T) {
 // TestFlowModeNeedsNoReorder: in flow mode each flow keeps to one path,
 // so the receiver holds nothing back even with two paths delivering.
 func TestFlowModeNeedsNoReorder(t *testing.T) {
-	s, _ := newSession(1, scheduler.Flow, 0, nil)
-	fast, slow := testLink("fast", 0), testLink("slow", 0)
-	fast.rtt.Store(int64(10 * time.Millisecond))
-	slow.rtt.Store(int64(60 * time.Millisecond))
-	fast.lastData.Store(monotime())
-	slow.lastData.Store(monotime())
-	s.addLink(fast)
-	s.addLink(slow)
+	s, _, _ := pathsApart(scheduler.Flow)
 	s.updateHold(&tunWriter{queue: make(chan packetRef, 1), done: make(chan struct{})})
 	if s.reorder != nil {
 		t.Error("flow mode put a reorder buffer in place")

@@ -37,12 +37,6 @@ type ImpairStats struct {
 	Lost      uint64 // dropped by Loss
 	Overflow  uint64 // dropped because the direction's queue was full
 	Errors    uint64 // failed writes
-	// Late counts packets written more than 5 ms after their release
-	// time (the writer was not scheduled in time: a loaded machine), and
-	// MaxLate is the latest. Late packets leave in a burst, which a
-	// shaped link behind the impairer may drop.
-	Late    uint64
-	MaxLate time.Duration
 }
 
 // Queue bounds, per direction. A real link buffers little, and an
@@ -117,8 +111,6 @@ type Impairer struct {
 	wg    sync.WaitGroup
 
 	forwarded, lost, overflow, errs atomic.Uint64
-	late                            atomic.Uint64
-	maxLate                         atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -284,8 +276,6 @@ func (i *Impairer) Stats() ImpairStats {
 		Lost:      i.lost.Load(),
 		Overflow:  i.overflow.Load(),
 		Errors:    i.errs.Load(),
-		Late:      i.late.Load(),
-		MaxLate:   time.Duration(i.maxLate.Load()),
 	}
 }
 
@@ -350,12 +340,6 @@ func (i *Impairer) write(p *pipe) {
 			case <-t.C:
 			case <-i.done:
 				return
-			}
-		}
-		if late := time.Since(pkt.at); late > 5*time.Millisecond {
-			i.late.Add(1)
-			if int64(late) > i.maxLate.Load() {
-				i.maxLate.Store(int64(late)) // one writer per direction: a rare lost update is harmless
 			}
 		}
 		p.bytes.Add(-int64(len(pkt.b)))
