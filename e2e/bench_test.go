@@ -91,13 +91,7 @@ func BenchmarkDataPath(b *testing.B) {
 		})
 	}
 
-	if err := e.StartConcentrator(); err != nil {
-		b.Fatal(err)
-	}
-	if err := e.StartClient(); err != nil {
-		b.Fatal(err)
-	}
-	if err := e.WaitPaths(ctx, 1, 20*time.Second); err != nil {
+	if err := e.Up(ctx); err != nil {
 		b.Fatal(err)
 	}
 	if err := e.WaitMTU(ctx, 10*time.Second); err != nil {
@@ -168,10 +162,11 @@ func BenchmarkDataPath(b *testing.B) {
 }
 
 // onePathLab builds the unshaped lab of the data-path benchmarks, with
-// the idle sessions' keys, braid not started yet, and uplink 2 cut, so
-// that raw TCP and WireGuard take the same single path that braid will.
+// the idle sessions' keys, braid not started yet (Up waits for its one
+// path), and uplink 2 cut, so that raw TCP and WireGuard take the same
+// single path that braid will.
 func onePathLab(b *testing.B) *Env {
-	e, err := Build(braidBin, Options{Links: lab.TopologyOptions{Direct: true}, ExtraClients: idleSessions})
+	e, err := Build(braidBin, Options{Links: lab.TopologyOptions{Direct: true}, ExtraClients: idleSessions, UpPaths: 1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -200,13 +195,7 @@ func BenchmarkIdleSessions(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	e := onePathLab(b)
-	if err := e.StartConcentrator(); err != nil {
-		b.Fatal(err)
-	}
-	if err := e.StartClient(); err != nil {
-		b.Fatal(err)
-	}
-	if err := e.WaitPaths(ctx, 1, 20*time.Second); err != nil {
+	if err := e.Up(ctx); err != nil {
 		b.Fatal(err)
 	}
 	b.Run("idle-sessions", func(b *testing.B) { benchIdleSessions(b, ctx, e) })

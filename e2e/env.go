@@ -46,8 +46,10 @@ type Options struct {
 	// uplink 2 the lower priority 1 (failover).
 	EqualPriority bool
 	// Uplinks, if set, replaces the client's uplinks list: YAML list
-	// items, indented by two spaces. Up then waits for UpPaths paths.
+	// items, indented by two spaces.
 	Uplinks string
+	// UpPaths is how many paths Up waits for (default 2): fewer when an
+	// uplink is cut from the start or Uplinks lists other ones.
 	UpPaths int
 }
 
