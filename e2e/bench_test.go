@@ -136,8 +136,10 @@ func BenchmarkDataPath(b *testing.B) {
 					x.name, c.name(), x.r.mbits, x.r.cores, x.who, x.r.generator)
 			}
 			b.Logf("REPORT datapath %s: braid/wireguard %.2f", c.name(), br.mbits/w.mbits)
-			b.Logf("REPORT datapath braid/%s inner packets, both ways: %d datagrams sent on the path, %d (%.2f%%) of them not received (network or quic-go's receive queue); %d more dropped by braid's own queues before sending",
+			b.Logf("REPORT datapath braid/%s inner packets, both ways: %d datagrams sent on the path, %d (%.2f%%) of them not received; %d more dropped by braid's own queues before sending",
 				c.name(), loss.sent, loss.sent-min(loss.sent, loss.received), loss.lostPercent(), loss.dropped)
+			b.Logf("REPORT datapath braid/%s receive side: %d datagrams discarded by quic-go's datagram queue; %d QUIC packets declared lost (%d of them discarded by quic-go's connection queue)",
+				c.name(), loss.rxQueue, loss.quicLost, loss.quicDropped)
 		})
 	}
 	var wgLat, braidLat [2]time.Duration
@@ -287,16 +289,27 @@ func measure(b *testing.B, via carrier, run func() (TransferResult, error)) samp
 // braidLoss counts braid's data datagrams, both ways, and the packets
 // braid dropped from its own queues (drop_queue_full, drop_send_failed),
 // on both ends.
-type braidLoss struct{ sent, received, dropped uint64 }
+// Of the datagrams not received: rxQueue were discarded by quic-go's
+// datagram receive queue, quicLost were in QUIC packets declared lost
+// (by the network, the kernel's socket buffer, or quic-go's connection
+// queue: quicDropped).
+type braidLoss struct {
+	sent, received, dropped        uint64
+	rxQueue, quicLost, quicDropped uint64
+}
 
 func (l *braidLoss) add(o braidLoss) {
 	l.sent += o.sent
 	l.received += o.received
 	l.dropped += o.dropped
+	l.rxQueue += o.rxQueue
+	l.quicLost += o.quicLost
+	l.quicDropped += o.quicDropped
 }
 
 func (l braidLoss) minus(o braidLoss) braidLoss {
-	return braidLoss{l.sent - o.sent, l.received - o.received, l.dropped - o.dropped}
+	return braidLoss{l.sent - o.sent, l.received - o.received, l.dropped - o.dropped,
+		l.rxQueue - o.rxQueue, l.quicLost - o.quicLost, l.quicDropped - o.quicDropped}
 }
 
 func (l braidLoss) lostPercent() float64 {
@@ -327,6 +340,9 @@ func braidCounts(b *testing.B, e *Env) braidLoss {
 	for _, p := range paths {
 		l.sent += p.TxPackets
 		l.received += p.RxPackets
+		l.rxQueue += p.DatagramDropped
+		l.quicLost += p.QUICLost
+		l.quicDropped += p.QUICDropped
 	}
 	for _, counters := range []map[string]uint64{cs.Counters, ss.Counters} {
 		l.dropped += counters["drop_queue_full"] + counters["drop_send_failed"]

@@ -44,7 +44,8 @@ type batchConn struct {
 
 	gso atomic.Bool // UDP GSO works on this socket
 
-	rx rxState // owned by the goroutine calling ReadBatch (quic-go's reader)
+	rx   rxState // owned by the goroutine calling ReadBatch (quic-go's reader)
+	gate *rxGate // holds ReadBatch back while receivers are behind
 
 	// SendCalls and SentPackets count sendmmsg calls and packets sent, for
 	// tests and statistics.
@@ -157,6 +158,7 @@ func newBatchConn(c *net.UDPConn) *batchConn {
 		filling: newSendBatch(),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
+		gate:    newRxGate(),
 	}
 	bc.taken.L = &bc.mu
 	bc.gso.Store(supportsGSO(c))
@@ -406,9 +408,13 @@ func (c *batchConn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 	// receiver is scheduled (measured: 10-15% of datagrams discarded
 	// under a bulk TCP flow, about 5% with this yield).
 	runtime.Gosched()
+	// And wait while a connection's datagrams pile up unread (rxGate).
+	c.gate.wait()
 	r := &c.rx
 	if !r.gro {
-		return c.xc.ReadBatch(ms, flags)
+		n, err := c.xc.ReadBatch(ms, flags)
+		c.gate.read(n)
+		return n, err
 	}
 	if r.i >= r.n {
 		n, err := c.xc.ReadBatch(r.msgs, flags)
@@ -436,6 +442,7 @@ func (c *batchConn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 			}
 		}
 	}
+	c.gate.read(k)
 	return k, nil
 }
 
@@ -458,3 +465,11 @@ func groSize(m *ipv4.Message) int {
 // batching returns the socket quic-go should use for c: c with batched
 // writes and coalesced reads.
 func batching(c *net.UDPConn) net.PacketConn { return newBatchConn(c).start() }
+
+// gateOf returns the reader gate of a socket batching returned, or nil.
+func gateOf(pc net.PacketConn) *rxGate {
+	if c, ok := pc.(*batchConn); ok {
+		return c.gate
+	}
+	return nil
+}

@@ -226,3 +226,21 @@ func TestBatchConnCloseStopsWriter(t *testing.T) {
 		t.Error("write after Close succeeded")
 	}
 }
+
+// TestBatchConnReaderWaitsAtGate: while a connection's receiver is behind
+// (its gate closed), ReadBatch holds back a packet that is already there
+// for gateMaxWait (TestRxGate tests the opening).
+func TestBatchConnReaderWaitsAtGate(t *testing.T) {
+	tx, rx := loopbackPair(t)
+	var b rxBacklog
+	b.gate = rx.gate
+	b.add(gateHigh) // the receiver is behind
+	if _, err := tx.WriteTo([]byte("held"), rx.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	readAll(t, rx, 1)
+	if d := time.Since(start); d < gateMaxWait {
+		t.Errorf("ReadBatch returned after %v with the gate closed, want at least %v", d, gateMaxWait)
+	}
+}

@@ -7,3 +7,6 @@ import "net"
 // batching returns c as is: write batching and receive coalescing are
 // Linux only (sendmmsg, UDP GSO and GRO).
 func batching(c *net.UDPConn) net.PacketConn { return c }
+
+// gateOf returns nil: without batchConn, nothing holds back the reader.
+func gateOf(net.PacketConn) *rxGate { return nil }

@@ -86,6 +86,9 @@ type lossTracker struct {
 	// proof that what we send arrives.
 	largestAcked int64
 	ackedAt      atomic.Int64
+
+	// rx counts the datagrams waiting in quic-go's receive queue.
+	rx rxBacklog
 }
 
 // lossEpoch is the origin of ackedAt's monotonic readings.
@@ -102,8 +105,12 @@ func newLossTracker() *lossTracker {
 // AddProducer implements qlogwriter.Trace.
 func (t *lossTracker) AddProducer() qlogwriter.Recorder { return t }
 
-// Close implements qlogwriter.Recorder.
-func (t *lossTracker) Close() error { return nil }
+// Close implements qlogwriter.Recorder: quic-go calls it when the
+// connection is gone.
+func (t *lossTracker) Close() error {
+	t.rx.close()
+	return nil
+}
 
 // queue records a datagram about to be handed to quic-go.
 func (t *lossTracker) queue(b []byte) {
@@ -143,20 +150,30 @@ func (t *lossTracker) RecordEvent(ev qlogwriter.Event) {
 			t.packetLost(int64(ev.Header.PacketNumber))
 		}
 	case qlog.PacketReceived:
+		t.rx.processed()
 		if ev.Header.PacketType == qlog.PacketType1RTT {
+			var datagrams int64
 			for _, f := range ev.Frames {
-				if ack, ok := f.Frame.(*qlog.AckFrame); ok {
-					t.acked(ack.AckRanges)
+				switch f := f.Frame.(type) {
+				case *qlog.AckFrame:
+					t.acked(f.AckRanges)
+				case *qlog.DatagramFrame:
+					datagrams++
 				}
+			}
+			if datagrams > 0 {
+				t.rx.add(datagrams)
 			}
 		}
 	case qlog.PacketDropped:
+		t.rx.processed()
 		if ev.Trigger == qlog.PacketDropDOSPrevention {
 			t.packetsDropped.Add(1)
 		}
 	case qlog.DatagramDropped:
 		if ev.Direction == qlog.DirectionReceiving {
 			t.datagramsDropped.Add(1)
+			t.rx.add(-1) // counted as received, never taken
 		}
 	}
 }
@@ -275,8 +292,13 @@ func (t *lossTracker) takeLost(dst []uint64) []uint64 {
 	return dst
 }
 
-// newTracer is quic.Config's Tracer: every connection gets its own
-// lossTracker, which the Path finds again with Conn.QlogTrace.
-func newTracer(context.Context, bool, quic.ConnectionID) qlogwriter.Trace {
-	return newLossTracker()
+// tracerFor returns quic.Config's Tracer for the connections of a socket
+// whose reader gate holds back (nil for none): every connection gets its
+// own lossTracker, which the Path finds again with Conn.QlogTrace.
+func tracerFor(gate *rxGate) func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace {
+	return func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace {
+		t := newLossTracker()
+		t.rx.gate = gate
+		return t
+	}
 }

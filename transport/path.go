@@ -64,7 +64,9 @@ const connectionIDLength = 17
 // megabytes per path.
 const controlWindow = 4 * MaxControlMessage
 
-func quicConfig() *quic.Config {
+// quicConfig is the configuration of the connections on a socket whose
+// reader gate holds back (nil for none).
+func quicConfig(gate *rxGate) *quic.Config {
 	return &quic.Config{
 		InitialPacketSize:              initialPacketSize,
 		InitialStreamReceiveWindow:     controlWindow,
@@ -76,7 +78,7 @@ func quicConfig() *quic.Config {
 		MaxIdleTimeout:                 idleTimeout,
 		MaxIncomingStreams:             1, // the control stream
 		MaxIncomingUniStreams:          -1,
-		Tracer:                         newTracer,
+		Tracer:                         tracerFor(gate),
 	}
 }
 
@@ -212,7 +214,11 @@ func (p *Path) MaxDatagram() int {
 
 // Receive returns the next datagram.
 func (p *Path) Receive(ctx context.Context) ([]byte, error) {
-	return p.conn.ReceiveDatagram(ctx)
+	b, err := p.conn.ReceiveDatagram(ctx)
+	if err == nil && p.loss != nil {
+		p.loss.rx.add(-1)
+	}
+	return b, err
 }
 
 // ReadControl reads the next control message. One goroutine reads.
@@ -293,7 +299,7 @@ func Dial(ctx context.Context, cfg DialConfig, hello *Hello) (*Path, *Welcome, e
 	}
 	pc := batching(udp)
 	tr := &quic.Transport{Conn: pc, ConnectionIDLength: connectionIDLength}
-	conn, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(cfg.Remote), cfg.TLS, quicConfig())
+	conn, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(cfg.Remote), cfg.TLS, quicConfig(gateOf(pc)))
 	if err != nil {
 		tr.Close()
 		pc.Close()
@@ -373,7 +379,7 @@ func Listen(pc net.PacketConn, tlsConf *tls.Config, resetSecret []byte) (*Listen
 		StatelessResetKey:   &resetKey,
 		VerifySourceAddress: func(net.Addr) bool { return !limiter.Allow() },
 	}
-	ln, err := tr.Listen(tlsConf, quicConfig())
+	ln, err := tr.Listen(tlsConf, quicConfig(gateOf(batcher)))
 	if err != nil {
 		if batcher != nil {
 			batcher.Close()
