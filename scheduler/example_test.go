@@ -47,15 +47,15 @@ func ExampleReorder() {
 	deliver(1*ms, 3, "three") // 2 is on the slow path
 	deliver(2*ms, 4, "four")
 	deliver(3*ms, 3, "three") // a redundant copy
-	deliver(40*ms, 2, "two")
-	deliver(41*ms, 6, "six") // 5 is lost
+	deliver(40*ms, 2, "two")  // 3 waited 39 ms for it: the hold, 41 ms, becomes 9/8 of that
+	deliver(41*ms, 6, "six")  // 5 is lost
 	if d, ok := r.Deadline(); ok {
 		out = r.Expire(out, d) // a timer fires at the deadline
 		fmt.Println("gave up on 5 at", d)
 	}
 	fmt.Println(out)
 	// Output:
-	// gave up on 5 at 82ms
+	// gave up on 5 at 84.875ms
 	// [one two three four six]
 }
 

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"math"
 	"math/bits"
 	"time"
 )
@@ -19,9 +20,18 @@ import (
 // up on it and releases what follows, up to the next gap. It gives up
 // sooner when told (Passed) that every path in use has delivered beyond
 // the gap: each path delivers in order, so the gap was lost. The caller sets
-// Hold from the measured delay spread of the paths in use (see HoldFor),
-// and Hold 0 when only one path carries data: then the buffer gets out of
-// the way and releases every packet as it comes.
+// the base hold from the paths in use (see HoldFor), and 0 when only one
+// path carries data: then the buffer gets out of the way and releases
+// every packet as it comes.
+//
+// The paths' RTTs do not tell the whole delay spread: packets also wait
+// in the sender's queues, and a sender that spills onto a second path
+// only when the first one's queue is full (failover's overflow, auto)
+// puts them on the idle path a whole queue ahead. So the buffer also
+// measures the spread itself: how long each filled gap was waited for,
+// and how late a packet came whose gap had been given up on at the
+// deadline. Hold is the larger of the base and that measured spread (its
+// decaying maximum, plus an eighth), at most MaxHold.
 //
 // Memory is bounded twice: held packets never total more than the byte
 // budget (to take a packet that would exceed it, the buffer first
@@ -54,8 +64,18 @@ import (
 // for concurrent use: the caller serialises calls, e.g. under the same
 // lock as the session's Window.
 type Reorder[T any] struct {
-	hold   time.Duration
+	hold   time.Duration // in force: max(base, measured spread), at most MaxHold
+	base   time.Duration // set by SetHold
 	budget int
+
+	// spread is the measured delay spread: the decaying maximum of the
+	// waits of filled gaps and of the lateness of late packets, as of
+	// spreadAt. expired remembers the last gaps given up at the deadline,
+	// to tell how late a packet of theirs came.
+	spread   time.Duration
+	spreadAt time.Duration
+	expired  [expiredGaps]expiredGap
+	expNext  int
 
 	ring []reorderSlot[T] // len is a power of two
 	mask uint64
@@ -68,6 +88,24 @@ type Reorder[T any] struct {
 
 	stats ReorderStats
 }
+
+// expiredGap is a run of sequence numbers given up on at the deadline.
+type expiredGap struct {
+	from, to uint64        // [from, to)
+	at       time.Duration // when
+	hold     time.Duration // after waiting this long
+}
+
+// expiredGaps is how many given-up gaps a Reorder remembers (2 KiB): a
+// packet later than that many deadlines is not measured. A spill onto
+// an idle path that gives up a gap every few milliseconds is still
+// measured 100 ms later.
+const expiredGaps = 64
+
+// spreadHalfLife is how fast the measured spread decays: reordering
+// that stops (a spill that ended) frees the flows of the longer hold
+// within seconds.
+const spreadHalfLife = 2 * time.Second
 
 type reorderSlot[T any] struct {
 	v      T
@@ -133,11 +171,61 @@ func NewReorder[T any](budget, slots int) *Reorder[T] {
 // buffer pass packets straight through; what it holds is released at the
 // next Push or Expire.
 func (r *Reorder[T]) SetHold(d time.Duration) {
-	r.hold = min(max(d, 0), MaxHold)
+	r.base = min(max(d, 0), MaxHold)
+	r.setHold()
 }
 
-// Hold returns the current hold time.
+// Hold returns the hold time in force: the base that SetHold set, or
+// the measured spread when that is longer (0 while the base is 0).
 func (r *Reorder[T]) Hold() time.Duration { return r.hold }
+
+// Spread returns the measured delay spread (see Reorder).
+func (r *Reorder[T]) Spread() time.Duration { return r.spread }
+
+func (r *Reorder[T]) setHold() {
+	r.hold = r.base
+	if r.base > 0 {
+		r.hold = min(max(r.base, r.spread+r.spread/8), MaxHold)
+	}
+}
+
+// measure takes a sample d of the delay spread at now.
+func (r *Reorder[T]) measure(now, d time.Duration) {
+	r.decay(now)
+	if d > r.spread {
+		r.spread = d
+		r.setHold()
+	}
+}
+
+// tick lets the measured spread decay as time passes, every spreadTick.
+func (r *Reorder[T]) tick(now time.Duration) {
+	if r.spread > 0 && now-r.spreadAt >= spreadTick {
+		r.decay(now)
+		r.setHold()
+	}
+}
+
+// spreadTick is how often the measured spread decays: often enough to
+// follow spreadHalfLife, seldom enough to cost nothing per packet.
+const spreadTick = 50 * time.Millisecond
+
+// decay halves the measured spread every spreadHalfLife since it was
+// last measured, and notes now.
+func (r *Reorder[T]) decay(now time.Duration) {
+	if now <= r.spreadAt {
+		return
+	}
+	if r.spread > 0 {
+		dt := now - r.spreadAt
+		if dt >= 16*spreadHalfLife {
+			r.spread = 0
+		} else {
+			r.spread = time.Duration(float64(r.spread) * math.Exp2(-float64(dt)/float64(spreadHalfLife)))
+		}
+	}
+	r.spreadAt = now
+}
 
 // Stats returns the counters.
 func (r *Reorder[T]) Stats() ReorderStats { return r.stats }
@@ -174,11 +262,13 @@ func (r *Reorder[T]) Start(out []T, seq uint64) []T {
 // arrived at now, and appends to out, in order, the packets it releases
 // (v among them, or not yet).
 func (r *Reorder[T]) Push(out []T, now time.Duration, seq uint64, size int, v T) []T {
+	r.tick(now)
 	switch {
 	case r.hold == 0:
 		return r.pass(r.flush(out), seq, v)
 	case before(seq, r.next):
 		r.stats.Late++
+		r.measureLate(now, seq)
 		return append(out, v)
 	case seq == r.next && r.entries == 0:
 		r.next++ // in order with nothing held: the common case
@@ -202,10 +292,25 @@ func (r *Reorder[T]) Push(out []T, now time.Duration, seq uint64, size int, v T)
 		r.since = now
 	}
 	if seq == r.next {
+		if r.held > 1 { // it filled a gap that others waited behind
+			r.measure(now, now-r.since)
+		}
 		return r.releaseRun(out)
 	}
 	r.stats.Held++
 	return out
+}
+
+// measureLate measures how late the packet seq came, if its gap was given
+// up on at a deadline that the buffer remembers.
+func (r *Reorder[T]) measureLate(now time.Duration, seq uint64) {
+	for i := range r.expired {
+		e := &r.expired[i]
+		if e.to != e.from && !before(seq, e.from) && before(seq, e.to) {
+			r.measure(now, now-e.at+e.hold)
+			return
+		}
+	}
 }
 
 // Bypass releases v (sequence number seq) at once, out of order with
@@ -261,12 +366,16 @@ func (r *Reorder[T]) pass(out []T, seq uint64, v T) []T {
 // Expire gives up on gaps whose deadline has passed at now, appending the
 // packets that it releases to out.
 func (r *Reorder[T]) Expire(out []T, now time.Duration) []T {
+	r.tick(now)
 	if r.hold == 0 {
 		return r.flush(out)
 	}
 	for r.held > 0 && now-r.since >= r.hold {
 		r.stats.Expired++
+		from, skipped := r.next, r.stats.Skipped
 		out = r.skipGap(out)
+		r.expired[r.expNext] = expiredGap{from: from, to: from + (r.stats.Skipped - skipped), at: now, hold: r.hold}
+		r.expNext = (r.expNext + 1) % expiredGaps
 	}
 	return out
 }

@@ -500,3 +500,94 @@ func reorderSimulation(t *testing.T, usePassed bool) {
 		t.Errorf("packet %d released at %v, want with %d at %v", lostSlow+2, released[lostSlow+2], lostSlow+1, released[lostSlow+1])
 	}
 }
+
+// TestReorderHoldAdapts: a packet that comes after its gap was given up
+// on at the deadline lengthens the hold to 9/8 of how late it was (from
+// the start of the wait), and so does a gap filled after a long wait; the
+// measured spread halves every spreadHalfLife without new samples, and
+// never holds packets while the base hold is 0.
+func TestReorderHoldAdapts(t *testing.T) {
+	r := NewReorder[uint64](0, 0)
+	r.SetHold(10 * ms)
+	r.Push(nil, 0, 1, 100, 1)
+	r.Push(nil, 0, 3, 100, 3)
+	if out := r.Expire(nil, 10*ms); !slices.Equal(out, []uint64{3}) {
+		t.Fatalf("Expire released %v, want [3]", out)
+	}
+	r.Push(nil, 25*ms, 2, 100, 2) // 25 ms after 3 arrived
+	if got, want := r.Hold(), 25*ms+25*ms/8; got != want {
+		t.Fatalf("Hold after a packet 25 ms late = %v, want %v", got, want)
+	}
+	// A gap now waited for 27 ms is filled, not given up.
+	r.Push(nil, 30*ms, 5, 100, 5)
+	if out := r.Expire(nil, 57*ms); len(out) != 0 {
+		t.Fatalf("Expire at 27 ms released %v", out)
+	}
+	if out := r.Push(nil, 57*ms, 4, 100, 4); !slices.Equal(out, []uint64{4, 5}) {
+		t.Fatalf("released %v, want [4 5]", out)
+	}
+	if late := r.Stats().Late; late != 1 {
+		t.Errorf("Late = %d, want 1", late)
+	}
+	// No reordering for two half-lives: a quarter of the spread is left.
+	r.Push(nil, 57*ms+2*spreadHalfLife, 6, 100, 6)
+	if got, want := r.Spread(), (27*ms)/4; got < want-ms/10 || got > want+ms/10 {
+		t.Errorf("Spread after two half-lives = %v, want about %v", got, want)
+	}
+	if r.Hold() != 10*ms {
+		t.Errorf("Hold = %v, want the base again", r.Hold())
+	}
+	r.SetHold(0)
+	if r.Hold() != 0 {
+		t.Errorf("Hold with base 0 = %v, want 0", r.Hold())
+	}
+}
+
+// TestReorderSpill: a sender puts every fourth packet on an idle path
+// and the rest behind a 50 ms queue on a path of the same RTT, as a
+// failover sender spills a full path's excess: the RTT spread is nothing,
+// the real spread 50 ms. The buffer releases the first packets late, then
+// measures the spread and releases everything in order.
+func TestReorderSpill(t *testing.T) {
+	const n = 1000 // one packet a millisecond
+	type arrival struct {
+		at  time.Duration
+		seq uint64
+	}
+	var arrivals []arrival
+	for seq := uint64(1); seq <= n; seq++ {
+		at := time.Duration(seq)*ms + 10*ms
+		if seq%4 != 0 {
+			at += 50 * ms
+		}
+		arrivals = append(arrivals, arrival{at, seq})
+	}
+	slices.SortStableFunc(arrivals, func(a, b arrival) int { return int(a.at - b.at) })
+
+	r := NewReorder[uint64](0, 0)
+	r.SetHold(HoldFor([]PathState{{Up: true, RTT: 20 * ms}, {Up: true, RTT: 20 * ms}}))
+	var order []uint64
+	lateBefore, learnt := uint64(0), false
+	for _, a := range arrivals {
+		for d, ok := r.Deadline(); ok && d <= a.at; d, ok = r.Deadline() {
+			order = r.Expire(order, d)
+		}
+		if a.at >= 200*ms && !learnt {
+			lateBefore, learnt = r.Stats().Late, true
+		}
+		order = r.Push(order, a.at, a.seq, 1000, a.seq)
+	}
+	order = r.Expire(order, time.Hour)
+	if lateBefore == 0 {
+		t.Error("no packet was late while the buffer learnt the spread: the test shows nothing")
+	}
+	if late := r.Stats().Late - lateBefore; late != 0 {
+		t.Errorf("%d packets late after the first 200 ms (hold %v), want 0", late, r.Hold())
+	}
+	if len(order) != n {
+		t.Errorf("released %d packets, want %d", len(order), n)
+	}
+	if i := slices.Index(order, 300); i < 0 || !slices.IsSorted(order[i:]) {
+		t.Errorf("released out of order after the first 300 ms")
+	}
+}
