@@ -758,3 +758,41 @@ func TestConcentratorHearsOfDownPath(t *testing.T) {
 	h.linkEvents <- transport.LinkEvent{Interface: "wlan0", Up: true}
 	waitFor(t, "concentrator to use wifi again", 5*time.Second, concState("up"))
 }
+
+// TestNewPathWarmsUp: a new unmetered path sends padding on both sides
+// while QUIC is in slow start, so its congestion window is open before
+// traffic needs it; a metered path sends none.
+func TestNewPathWarmsUp(t *testing.T) {
+	for warmups.Tokens() < 4 { // other tests' paths took the process's warm-ups
+		time.Sleep(50 * time.Millisecond)
+	}
+	h := newHarness(t)
+	h.startConcentrator(tuntest.NewChannelTUN().TUN())
+	h.metered = map[int]bool{1: true}
+	h.startClient(tuntest.NewChannelTUN().TUN(), scheduler.Failover, 2)
+	waitFor(t, "paths up", 10*time.Second, h.pathsUp(2))
+	const initialWindow = 32 * 1350 // quic-go's, at braid's initial packet size
+	path := func(paths []PathStatus, name string) PathStatus {
+		for _, p := range paths {
+			if p.Name == name {
+				return p
+			}
+		}
+		return PathStatus{}
+	}
+	concPath := func(name string) PathStatus {
+		for _, c := range h.conc.Status().Clients {
+			if p := path(c.Paths, name); p.Name != "" {
+				return p
+			}
+		}
+		return PathStatus{}
+	}
+	waitFor(t, "both ends of wifi to open their window with padding", 10*time.Second, func() bool {
+		c, s := path(h.client.Status().Paths, "wifi"), concPath("wifi")
+		return c.PadBytes > 0 && c.Cwnd > 2*initialWindow && s.PadBytes > 0 && s.Cwnd > 2*initialWindow
+	})
+	if c, s := path(h.client.Status().Paths, "lte"), concPath("lte"); c.PadBytes != 0 || s.PadBytes != 0 {
+		t.Errorf("metered path padded: client %d bytes, concentrator %d", c.PadBytes, s.PadBytes)
+	}
+}
