@@ -17,10 +17,10 @@ import "time"
 //     deadline an interactive packet has.
 //  3. Otherwise the flow's home is chosen among the good candidates by
 //     weighted rendezvous hashing of the flow, as in Flow: good means loss
-//     within goodLossMargin of the lowest, and at least half the rate and
-//     a base RTT within the spreadLimit of the fastest such path. Flows
-//     are spread over equal paths and stay put; a much slower, longer or
-//     lossier path is no flow's home.
+//     within goodLossMargin of the lowest, and at least half the capacity
+//     and a base RTT within the spreadLimit of the fastest such path.
+//     Flows are spread over equal paths and stay put; a much slower,
+//     longer or lossier path is no flow's home.
 //  4. When the home is saturated (its queue is building), the packet goes
 //     where it is predicted to arrive first among the home and the
 //     candidates whose base RTT is within spreadLimit of the home's and
@@ -29,14 +29,18 @@ import "time"
 //     queue is short, so a second path carries only what the first cannot,
 //     and only when that reorders the flow by less than a queue's worth.
 //
-// A path gets a rate estimate only by carrying traffic, so a candidate
-// without one that passes the RTT and loss bounds is a home as if it were
-// as fast as the fastest rated path (measured: otherwise a second uplink
-// that never carried a flow never gets one, since inner TCP flows rarely
-// saturate a path's queue), and may take a saturated home's excess as if
-// it were as fast as the home: that is how it gets measured. Without any
-// rate estimate, auto is Flow over the tier's usable paths. It is
-// stateless.
+// Capacity is a Rate measured while the path was the limit
+// (RateIsCapacity): a path that never was carried only what it was given,
+// and on the concentrator during an upload that is acknowledgements
+// (measured: weighting by such rates sent 8 downloads to the 20 Mbit/s
+// path beside an idle 50 Mbit/s one). A candidate without a capacity that
+// passes the RTT and loss bounds is a home as if it were as fast as the
+// fastest measured path, and may take a saturated home's excess as if it
+// were as fast as the home: that is how it gets measured. While no
+// capacity is measured at all, the homes are the least lossy paths whose
+// base RTT is within the spreadLimit of the shortest, by Weight: a lone
+// flow does best where its window opens fastest, and the others take the
+// excess. It is stateless.
 type auto struct{}
 
 const (
@@ -77,13 +81,17 @@ func (auto) Pick(dst []int, p Packet, paths []PathState) []int {
 		}
 	}
 	up := tier
-	up.full = true
-	if !anyRated(paths, metered, up) {
-		return weightedRendezvous(dst, p.Flow, paths, metered, false, tier)
-	}
+	up.full, up.capacity = true, true
 	start := len(dst)
-	dst = weightedRendezvous(dst, p.Flow, paths, metered, true, good(paths, metered, up))
-	home := &paths[dst[start]] // good admits at least one path
+	if anyRated(paths, metered, up) {
+		dst = weightedRendezvous(dst, p.Flow, paths, metered, true, good(paths, metered, up))
+	} else {
+		dst = weightedRendezvous(dst, p.Flow, paths, metered, false, nearest(paths, metered, up))
+	}
+	if len(dst) == start {
+		return dst
+	}
+	home := &paths[dst[start]]
 	if !home.saturated() || !(home.Rate > 0) {
 		return dst
 	}
@@ -93,14 +101,42 @@ func (auto) Pick(dst []int, p Packet, paths []PathState) []int {
 	return earliest(dst[:start], p.Size, paths, metered, spill, home.Rate)
 }
 
-// anyRated reports whether some path f admits has a rate estimate.
+// anyRated reports whether some path f admits has a rate, as f counts
+// rates.
 func anyRated(paths []PathState, metered bool, f filter) bool {
 	for i := range paths {
-		if s := &paths[i]; f.admits(s, metered) && s.Rate > 0 {
+		if s := &paths[i]; f.admits(s, metered) && f.rate(s) > 0 {
 			return true
 		}
 	}
 	return false
+}
+
+// nearest returns the filter for the paths of tier that may be a flow's
+// home while no capacity is measured: the least lossy (loss within
+// goodLossMargin of the lowest) whose base RTT is within the spreadLimit
+// of the lowest among them. Before anything is measured, a lone flow
+// does best on the path of the shortest round trip, where its window
+// opens fastest; the others are used by the spill, and measured.
+func nearest(paths []PathState, metered bool, tier filter) filter {
+	f := tier
+	minLoss := 1.0
+	for i := range paths {
+		if s := &paths[i]; tier.admits(s, metered) {
+			minLoss = min(minLoss, s.Loss)
+		}
+	}
+	f.maxLoss = minLoss + goodLossMargin
+	var best time.Duration
+	for i := range paths {
+		if s := &paths[i]; f.admits(s, metered) && s.baseRTT() > 0 && (best == 0 || s.baseRTT() < best) {
+			best = s.baseRTT()
+		}
+	}
+	if best > 0 {
+		f.maxRTT = spreadLimit(best)
+	}
+	return f
 }
 
 // duplicate appends the two lowest-RTT paths admitted by tier when the
@@ -147,17 +183,17 @@ func good(paths []PathState, metered bool, tier filter) filter {
 	var ref *PathState
 	for i := range paths {
 		s := &paths[i]
-		if !f.admits(s, metered) || !(s.Rate > 0) {
+		if !f.admits(s, metered) || !(f.rate(s) > 0) {
 			continue
 		}
-		if ref == nil || s.Rate > ref.Rate || s.Rate == ref.Rate && rttKey(s.baseRTT()) < rttKey(ref.baseRTT()) {
+		if ref == nil || f.rate(s) > f.rate(ref) || f.rate(s) == f.rate(ref) && rttKey(s.baseRTT()) < rttKey(ref.baseRTT()) {
 			ref = s
 		}
 	}
 	if ref == nil {
 		return f
 	}
-	f.minRate = ref.Rate / 2
+	f.minRate = f.rate(ref) / 2
 	f.unrated = true
 	if r := ref.baseRTT(); r > 0 {
 		f.maxRTT = spreadLimit(r)

@@ -68,9 +68,9 @@ func ExampleMulti() {
 	if err != nil {
 		panic(err)
 	}
-	paths := []scheduler.PathState{
-		{Up: true, QueueCap: 128, Rate: 6.25e6, RTT: 20 * time.Millisecond},
-		{Up: true, QueueCap: 128, Rate: 2.5e6, RTT: 60 * time.Millisecond},
+	paths := []scheduler.PathState{ // rates measured while each path was the limit
+		{Up: true, QueueCap: 128, Rate: 6.25e6, RateIsCapacity: true, RTT: 20 * time.Millisecond},
+		{Up: true, QueueCap: 128, Rate: 2.5e6, RateIsCapacity: true, RTT: 60 * time.Millisecond},
 	}
 	info := scheduler.Info{Proto: scheduler.ProtoUDP, Dst: netip.MustParseAddr("192.0.2.1"),
 		SrcPort: 5004, DstPort: 5004, DSCP: 46, Size: 200, Payload: 172}

@@ -43,7 +43,8 @@ func allCapacity(paths []PathState, metered bool, f filter) bool {
 
 // weightedRendezvous appends the path that f admits with the highest
 // weighted rendezvous score for flow. With rated, the weights are the
-// paths' rates, which must be positive.
+// paths' rates as f counts them; a path without one counts as twice
+// f.minRate, which must then be positive.
 func weightedRendezvous(dst []int, flow uint64, paths []PathState, metered, rated bool, f filter) []int {
 	best, bestScore := -1, 0.0
 	for i := range paths {
@@ -52,9 +53,9 @@ func weightedRendezvous(dst []int, flow uint64, paths []PathState, metered, rate
 			continue
 		}
 		w := s.weight()
-		switch {
-		case rated && s.Rate > 0:
-			w = quantise(s.Rate)
+		switch r := f.rate(s); {
+		case rated && r > 0:
+			w = quantise(r)
 		case rated: // admitted unrated (auto): as fast as the reference
 			w = quantise(2 * f.minRate)
 		}

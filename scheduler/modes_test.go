@@ -149,6 +149,8 @@ func TestAggregateEarliest(t *testing.T) {
 }
 
 func TestAuto(t *testing.T) {
+	carried := rated // a rate that is only what the path carried
+	rated := func(prio int, rate float64, rtt time.Duration) PathState { return capacity(rated(prio, rate, rtt)) }
 	fast, slow := rated(0, 6.25e6, 20*ms), rated(0, 2.5e6, 60*ms) // 50 and 20 Mbit/s
 	busy := with(fast, queued(32))
 	tests := []struct {
@@ -179,6 +181,13 @@ func TestAuto(t *testing.T) {
 		{"full home spills", []PathState{slow, with(fast, deep(256))}, false, []int{0}, false},
 		{"full home, nowhere to spill", []PathState{rated(0, 1e6, 200*ms), with(fast, deep(256))}, false, nil, false},
 		{"unrated: flow by weight", []PathState{up(0, 1), with(up(0, 1), queued(60))}, false, []int{0, 1}, false},
+		// Rates that are only what the paths carried (an upload's
+		// acknowledgements, seen from the concentrator) say nothing of
+		// capacity: the shortest round trip is the home.
+		{"no capacity: the shortest round trip", []PathState{carried(0, 6.25e6, 120*ms), carried(0, 1e4, 40*ms)}, false, []int{1}, false},
+		{"no capacity: near equals share", []PathState{carried(0, 6.25e6, 30*ms), carried(0, 1e4, 30*ms)}, false, []int{0, 1}, false},
+		{"no capacity: the lossy path is no home", []PathState{with(carried(0, 1e4, 20*ms), lossy(0.03)), carried(0, 1e4, 30*ms)}, false, []int{1}, false},
+		{"no capacity: saturated spills", []PathState{carried(0, 2.5e6, 60*ms), with(carried(0, 6.25e6, 20*ms), deep(130))}, false, []int{0}, false},
 		// An unrated path within the bounds is a home too, so it gets
 		// measured: otherwise it never would (flows rarely saturate).
 		{"partly rated: the unrated path is a home too", []PathState{with(up(0, 1), func(s *PathState) { s.RTT = 20 * ms }), fast}, false, []int{0, 1}, false},

@@ -106,6 +106,10 @@ type filter struct {
 	prio    int
 	minRate float64       // only paths with at least this Rate
 	unrated bool          // with minRate, also paths with no Rate yet
+	// capacity counts a Rate only where it was measured as the path's
+	// capacity (RateIsCapacity): the rate of a path that was never the
+	// limit is what it happened to carry, not what it can.
+	capacity bool
 	maxRTT  time.Duration // if > 0, only paths with a baseRTT at most this
 	maxLoss float64       // if > 0, only paths with at most this Loss
 }
@@ -113,11 +117,20 @@ type filter struct {
 var usablePath filter
 
 func (f *filter) admits(s *PathState, metered bool) bool {
+	r := f.rate(s)
 	return s.Up && (!s.Metered || metered) && (f.full || !s.full()) &&
 		(!f.tier || s.Priority == f.prio) &&
-		(f.minRate <= 0 || s.Rate >= f.minRate || f.unrated && s.Rate == 0) &&
+		(f.minRate <= 0 || r >= f.minRate || f.unrated && r == 0) &&
 		(f.maxRTT <= 0 || s.baseRTT() <= f.maxRTT) &&
 		(f.maxLoss <= 0 || s.Loss <= f.maxLoss)
+}
+
+// rate is s's Rate as f counts it (see filter.capacity).
+func (f *filter) rate(s *PathState) float64 {
+	if f.capacity && !s.RateIsCapacity {
+		return 0
+	}
+	return s.Rate
 }
 
 // meteredAllowed reports whether metered paths may carry traffic: only

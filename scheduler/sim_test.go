@@ -90,7 +90,7 @@ func simulateWith(s Scheduler, links []simUplink, o simOptions) simResult {
 			est[r.path].OnReport(now, r.packets*simSize, r.packets)
 		}
 		for i, l := range links {
-			states[i] = PathState{Up: true, Weight: 1, Rate: l.rate, RTT: l.rtt, MinRTT: l.rtt,
+			states[i] = PathState{Up: true, Weight: 1, Rate: l.rate, RateIsCapacity: true, RTT: l.rtt, MinRTT: l.rtt,
 				Queued: len(queues[i]), QueuedBytes: len(queues[i]) * simSize, QueueCap: simQueue}
 			if l.lossEvery > 0 {
 				states[i].Loss = 1 / float64(l.lossEvery)

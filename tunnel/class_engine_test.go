@@ -50,7 +50,11 @@ func TestClassTakesEffect(t *testing.T) {
 	own := h.conc.Addresses("laptop")[0].Addr()
 	dst := netip.MustParseAddr("10.210.0.2")
 	const n = 20
-	send := func(what string, pkt func(i int) []byte) (tx []uint64) {
+	// send sends n packets, each once the last was delivered, and returns
+	// what each path sent meanwhile, once wifi has sent them all and lte
+	// all it is expected to (a copy on the other path may still be in its
+	// sender when the first is delivered).
+	send := func(what string, lteWants uint64, pkt func(i int) []byte) (tx []uint64) {
 		t.Helper()
 		before := h.txPackets()
 		for i := range n {
@@ -61,11 +65,18 @@ func TestClassTakesEffect(t *testing.T) {
 				t.Fatalf("%s: packet %d not delivered", what, i)
 			}
 		}
-		after := h.txPackets()
-		return []uint64{after[0] - before[0], after[1] - before[1]}
+		sent := func() []uint64 {
+			after := h.txPackets()
+			return []uint64{after[0] - before[0], after[1] - before[1]}
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for tx = sent(); (tx[0] < n || tx[1] < lteWants) && time.Now().Before(deadline); tx = sent() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		return tx
 	}
 
-	tx := send("udp 5300", func(int) []byte { return udp4To(own, dst, 5300, 100) })
+	tx := send("udp 5300", n, func(int) []byte { return udp4To(own, dst, 5300, 100) })
 	if tx[0] != n || tx[1] != n {
 		t.Errorf("UDP to 5300 (redundant class): %v packets sent on the paths, want %d on each", tx, n)
 	}
@@ -74,11 +85,11 @@ func TestClassTakesEffect(t *testing.T) {
 	})
 	dups := h.conc.Status().Counters["drop_duplicate"]
 
-	tx = send("udp 5301", func(int) []byte { return udp4To(own, dst, 5301, 100) })
+	tx = send("udp 5301", 0, func(int) []byte { return udp4To(own, dst, 5301, 100) })
 	if tx[0] != n || tx[1] != 0 {
 		t.Errorf("UDP to 5301 (no class, failover): %v packets sent on the paths, want %d on wifi only", tx, n)
 	}
-	tx = send("tcp", func(int) []byte { return tcpSYN4(own, dst, 1200) })
+	tx = send("tcp", 0, func(int) []byte { return tcpSYN4(own, dst, 1200) })
 	if tx[0] != n || tx[1] != 0 {
 		t.Errorf("TCP (no class, failover): %v packets sent on the paths, want %d on wifi only", tx, n)
 	}
