@@ -104,14 +104,14 @@ type filter struct {
 	full    bool // also paths whose queue is full
 	tier    bool // only paths of Priority prio
 	prio    int
-	minRate float64       // only paths with at least this Rate
-	unrated bool          // with minRate, also paths with no Rate yet
+	minRate float64 // only paths with at least this Rate
+	unrated bool    // with minRate, also paths with no Rate yet
 	// capacity counts a Rate only where it was measured as the path's
 	// capacity (RateIsCapacity): the rate of a path that was never the
 	// limit is what it happened to carry, not what it can.
 	capacity bool
-	maxRTT  time.Duration // if > 0, only paths with a baseRTT at most this
-	maxLoss float64       // if > 0, only paths with at most this Loss
+	maxRTT   time.Duration // if > 0, only paths with a baseRTT at most this
+	maxLoss  float64       // if > 0, only paths with at most this Loss
 }
 
 var usablePath filter
