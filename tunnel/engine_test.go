@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/braid-tunnel/braid/config"
 	"github.com/braid-tunnel/braid/e2e/proxy"
 	"github.com/braid-tunnel/braid/scheduler"
 	"github.com/braid-tunnel/braid/transport"
@@ -761,7 +762,8 @@ func TestConcentratorHearsOfDownPath(t *testing.T) {
 
 // TestNewPathWarmsUp: a new unmetered path sends padding on both sides
 // while QUIC is in slow start, so its congestion window is open before
-// traffic needs it; a metered path sends none.
+// traffic needs it; a metered path, and one with a data budget, send
+// none either way.
 func TestNewPathWarmsUp(t *testing.T) {
 	for warmups.Tokens() < 4 { // other tests' paths took the process's warm-ups
 		time.Sleep(50 * time.Millisecond)
@@ -769,8 +771,9 @@ func TestNewPathWarmsUp(t *testing.T) {
 	h := newHarness(t)
 	h.startConcentrator(tuntest.NewChannelTUN().TUN())
 	h.metered = map[int]bool{1: true}
-	h.startClient(tuntest.NewChannelTUN().TUN(), scheduler.Failover, 2)
-	waitFor(t, "paths up", 10*time.Second, h.pathsUp(2))
+	h.budgets = map[int]*Budget{2: {Limit: 1 << 30, Period: config.PeriodDaily, Action: config.ActionFailoverOnly, Warn: 0.5}}
+	h.startClient(tuntest.NewChannelTUN().TUN(), scheduler.Failover, 3)
+	waitFor(t, "paths up", 10*time.Second, h.pathsUp(3))
 	const initialWindow = 32 * 1350 // quic-go's, at braid's initial packet size
 	path := func(paths []PathStatus, name string) PathStatus {
 		for _, p := range paths {
@@ -792,7 +795,13 @@ func TestNewPathWarmsUp(t *testing.T) {
 		c, s := path(h.client.Status().Paths, "wifi"), concPath("wifi")
 		return c.PadBytes > 0 && c.Cwnd > 2*initialWindow && s.PadBytes > 0 && s.Cwnd > 2*initialWindow
 	})
-	if c, s := path(h.client.Status().Paths, "lte"), concPath("lte"); c.PadBytes != 0 || s.PadBytes != 0 {
-		t.Errorf("metered path padded: client %d bytes, concentrator %d", c.PadBytes, s.PadBytes)
+	for _, name := range []string{"lte", "dsl"} { // metered, budgeted
+		c, s := path(h.client.Status().Paths, name), concPath(name)
+		if s.Name == "" {
+			t.Fatalf("the concentrator has no path %s", name)
+		}
+		if c.PadBytes != 0 || s.PadBytes != 0 {
+			t.Errorf("path %s padded: client %d bytes, concentrator %d", name, c.PadBytes, s.PadBytes)
+		}
 	}
 }

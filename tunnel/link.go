@@ -469,10 +469,11 @@ type warmup struct {
 }
 
 // newWarmup returns the link's warm-up: none for a metered path or one
-// with a data budget, whose bytes are worth more than the window.
+// with a data budget (the client's own, or one its hello announced),
+// whose bytes are worth more than the window.
 func (l *link) newWarmup() *warmup {
 	w := &warmup{}
-	if l.hello.Metered || l.meter != nil || !l.path.InSlowStart() || !warmups.Allow() {
+	if l.hello.Metered || l.hello.Budgeted || l.meter != nil || !l.path.InSlowStart() || !warmups.Allow() {
 		return w
 	}
 	w.ready, w.left = closedChan, warmupBytes
