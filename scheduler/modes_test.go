@@ -175,6 +175,10 @@ func TestAuto(t *testing.T) {
 		{"saturated, queue short of the spread", []PathState{slow, with(fast, deep(110))}, false, []int{1}, false},
 		{"saturated, short queue stays", []PathState{slow, busy}, false, []int{1}, false},
 		{"saturated, no spill to a long path", []PathState{rated(0, 1e6, 200*ms), with(rated(0, 1e6, 20*ms), deep(200))}, false, []int{1}, false},
+		// 250 packets at 6.25e6 B/s are 40 ms, the one-way difference of
+		// a path 80 ms longer, beyond the spreadLimit of a 40 ms home
+		// but within its spillLimit.
+		{"saturated, spill to a path 80 ms longer", []PathState{rated(0, 2.5e6, 120*ms), with(rated(0, 6.25e6, 40*ms), func(s *PathState) { s.Queued, s.QueueCap = 255, 256 })}, false, []int{0}, false},
 		{"saturated, no spill to a lossy path", []PathState{with(rated(0, 1e6, 40*ms), lossy(0.05)), with(rated(0, 1e6, 20*ms), deep(200))}, false, []int{1}, false},
 		{"saturated, spill to a slightly lossy path", []PathState{with(rated(0, 1e6, 40*ms), lossy(0.015)), with(rated(0, 1e6, 20*ms), deep(200))}, false, []int{0}, false},
 		{"full home drops", []PathState{slow, with(fast, queued(64))}, false, nil, false},
