@@ -132,6 +132,14 @@ func (t *lossTracker) queue(b []byte) {
 	t.mu.Unlock()
 }
 
+// backlog returns how many datagrams handed to quic-go it has not sent yet
+// (those it dropped count until a later send skips them).
+func (t *lossTracker) backlog() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.qLen
+}
+
 // unqueue forgets the datagram queue recorded last, which quic-go refused.
 func (t *lossTracker) unqueue() {
 	t.mu.Lock()

@@ -203,3 +203,21 @@ func TestPathReportsLostDatagrams(t *testing.T) {
 		}
 	}
 }
+
+// TestLossTrackerBacklog: the backlog is what was handed to quic-go and
+// not seen in a sent packet yet; one quic-go dropped goes when a later
+// datagram is sent.
+func TestLossTrackerBacklog(t *testing.T) {
+	tr := newLossTracker()
+	for i := range 10 {
+		tr.queue(datagram(KindData, uint64(i), 100+i))
+	}
+	if n := tr.backlog(); n != 10 {
+		t.Fatalf("backlog %d after 10 queued, want 10", n)
+	}
+	tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: 1},
+		Frames: []qlog.Frame{{Frame: &qlog.DatagramFrame{Length: 100}}, {Frame: &qlog.DatagramFrame{Length: 103}}}})
+	if n := tr.backlog(); n != 6 { // 101 and 102 were dropped on the way
+		t.Errorf("backlog %d after 4 sent or skipped, want 6", n)
+	}
+}

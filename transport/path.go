@@ -161,6 +161,16 @@ func (p *Path) Send(b []byte) error {
 	return err
 }
 
+// Backlog returns how many datagrams wait in quic-go's send queue (of
+// 32), for the congestion window or the pacer: a full one makes Send
+// block. -1 if that is not known (no loss tracker).
+func (p *Path) Backlog() int {
+	if p.loss == nil {
+		return -1
+	}
+	return p.loss.backlog()
+}
+
 // InSlowStart reports whether QUIC's congestion controller is still in
 // slow start, where the window doubles every round trip it is filled;
 // false if that is not known (no loss tracker).

@@ -413,7 +413,7 @@ func (l *link) sendData(p packetRef, resent bool) error {
 		}
 		l.sent.add(p, now, now-l.keepSent(), resent)
 		l.estMu.Lock()
-		l.est.OnSent(n, len(l.queue) > 0)
+		l.est.OnSent(n, l.busy())
 		l.estMu.Unlock()
 	} else {
 		putBuffer(p.buf)
@@ -507,6 +507,23 @@ func (w *warmup) pad(l *link) error {
 	l.padBytes.Add(uint64(n))
 	return nil
 }
+
+// busy reports whether the path, not what it is given, limits what it
+// sends: datagrams wait in quic-go's queue for the congestion window or
+// the pacer. Packets waiting in the link's own queue do not tell: the TUN
+// reader queues a batch at a time, and a batch of an upload's
+// acknowledgements made a concentrator's path look busy at a few hundred
+// kbit/s, a "capacity" that sent downloads to the slower path.
+func (l *link) busy() bool {
+	if n := l.path.Backlog(); n >= 0 {
+		return n >= busyBacklog
+	}
+	return len(l.queue) > 0
+}
+
+// busyBacklog is the quic-go backlog (of 32) from which the path counts
+// as the limit: QUIC holds packets back, not for a packet or two.
+const busyBacklog = 8
 
 // resendLost sends again, at once and on this path, the data datagrams
 // that QUIC declared lost in packets it sent recently: a round trip later
