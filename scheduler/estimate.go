@@ -26,7 +26,9 @@ import "time"
 // first is believed). A quiet path keeps its last estimate. Packets in
 // flight at a report count as lost in one sample and as delivered in the
 // next, so samples are not clamped (only the estimate is): the two cancel
-// in the average.
+// in the average. When nothing was sent since the last sample, packets
+// that arrive after its report are credited to it instead, so the tail of
+// a burst does not stand as loss on a path that then goes quiet.
 //
 // RTT, as RFC 9002 section 5.3: smoothed RTT with gain 1/8, variation
 // (jitter) with gain 1/4, and a minimum that is forgotten after
@@ -63,6 +65,15 @@ type Estimator struct {
 	}
 	lossBase struct {
 		delivered, sent uint64 // packets
+	}
+	// lastLoss is the last loss sample's window and the estimate before
+	// it, to credit it with packets that were in flight at its report and
+	// arrived while the path sent nothing more (see OnReport).
+	lastLoss struct {
+		ok              bool
+		delivered, sent uint64 // packets in the window
+		before          float64
+		first           bool // it was the first sample, believed at once
 	}
 }
 
@@ -119,9 +130,28 @@ func (e *Estimator) OnReport(now time.Duration, deliveredBytes, deliveredPackets
 		e.rateSample(float64(deliveredBytes-rb.delivered)/dt.Seconds(), e.busyBytes-rb.busy, e.sentBytes-rb.sent)
 		e.rebaseRate(now, deliveredBytes)
 	}
-	if sent := e.sentPackets - lb.sent; sent >= minLossPackets {
-		e.lossSample(1 - float64(deliveredPackets-lb.delivered)/float64(sent))
+	switch sent := e.sentPackets - lb.sent; {
+	case sent >= minLossPackets:
+		e.lastLoss.ok, e.lastLoss.first, e.lastLoss.before = true, !e.lossOK, e.loss
+		e.lastLoss.sent, e.lastLoss.delivered = sent, deliveredPackets-lb.delivered
+		e.lossSample(1 - float64(e.lastLoss.delivered)/float64(sent))
 		e.rebaseLoss(deliveredPackets)
+	case sent == 0 && deliveredPackets > lb.delivered && e.lastLoss.ok:
+		// Nothing sent since the last sample, yet more arrived: packets
+		// that were in flight at its report. A steady sender's next
+		// sample would make up for them; after a burst (an overflow onto
+		// a second path) there may be none for long, and the burst's
+		// tail would stand as loss. So the last sample is taken again
+		// with them.
+		l := &e.lastLoss
+		l.delivered += deliveredPackets - lb.delivered
+		sample := 1 - float64(l.delivered)/float64(l.sent)
+		if l.first {
+			e.loss = sample
+		} else {
+			e.loss = l.before + lossGain*(sample-l.before)
+		}
+		lb.delivered = deliveredPackets
 	}
 }
 

@@ -389,3 +389,26 @@ func TestRateIsCapacityOnlyWhenBusy(t *testing.T) {
 		}
 	}
 }
+
+// TestEstimatorLossBurstTail: a burst whose tail is in flight at the
+// report reads as loss; when the path then sends nothing and the tail
+// arrives, the sample is taken again with it: no loss stands.
+func TestEstimatorLossBurstTail(t *testing.T) {
+	var e Estimator
+	e.OnReport(0, 0, 0)
+	send(&e, 1300, 100, true)
+	e.OnReport(time.Second, 1040*100, 1040)
+	if want := 0.2; math.Abs(e.Loss()-want) > 1e-9 {
+		t.Fatalf("with the tail in flight: Loss = %v, want %v", e.Loss(), want)
+	}
+	e.OnReport(2*time.Second, 1300*100, 1300)
+	if e.Loss() != 0 {
+		t.Errorf("after the tail arrived: Loss = %v, want 0", e.Loss())
+	}
+	// A later sample starts from there: 10 of 200 lost is 5%, smoothed.
+	send(&e, 200, 100, true)
+	e.OnReport(3*time.Second, 1490*100, 1490)
+	if want := lossGain * 0.05; math.Abs(e.Loss()-want) > 1e-9 {
+		t.Errorf("next sample: Loss = %v, want %v", e.Loss(), want)
+	}
+}

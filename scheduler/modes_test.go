@@ -179,9 +179,10 @@ func TestAuto(t *testing.T) {
 		// a path 80 ms longer, beyond the spreadLimit of a 40 ms home
 		// but within its spillLimit.
 		{"saturated, spill to a path 80 ms longer", []PathState{rated(0, 2.5e6, 120*ms), with(rated(0, 6.25e6, 40*ms), func(s *PathState) { s.Queued, s.QueueCap = 255, 256 })}, false, []int{0}, false},
-		{"saturated, no spill to a lossy path", []PathState{with(rated(0, 1e6, 40*ms), lossy(0.05)), with(rated(0, 1e6, 20*ms), deep(200))}, false, []int{1}, false},
+		{"saturated, no spill to a lossy path", []PathState{with(rated(0, 1e6, 40*ms), lossy(0.08)), with(rated(0, 1e6, 20*ms), deep(200))}, false, []int{1}, false},
 		{"saturated, spill to a slightly lossy path", []PathState{with(rated(0, 1e6, 40*ms), lossy(0.015)), with(rated(0, 1e6, 20*ms), deep(200))}, false, []int{0}, false},
-		{"full home drops", []PathState{slow, with(fast, queued(64))}, false, nil, false},
+		{"full home overflows", []PathState{slow, with(fast, queued(64))}, false, []int{0}, false},
+		{"full home, the other full too", []PathState{with(slow, queued(64)), with(fast, queued(64))}, false, nil, false},
 		{"full home spills", []PathState{slow, with(fast, deep(256))}, false, []int{0}, false},
 		{"full home, nowhere to spill", []PathState{rated(0, 1e6, 200*ms), with(fast, deep(256))}, false, nil, false},
 		{"unrated: flow by weight", []PathState{up(0, 1), with(up(0, 1), queued(60))}, false, []int{0, 1}, false},

@@ -720,9 +720,15 @@ type PathStatus struct {
 	QUICDropped     uint64 `json:"quic_packets_dropped"`
 	DatagramDropped uint64 `json:"datagrams_dropped"`
 	// Packets QUIC declared lost that the peer acknowledged after all.
-	QUICSpurious uint64        `json:"quic_spurious_losses"`
-	PeerRx       uint64        `json:"peer_rx_packets"` // what the peer says it received on this path
-	SilenceFor   time.Duration `json:"silence_ns"`
+	QUICSpurious uint64 `json:"quic_spurious_losses"`
+	PeerRx       uint64 `json:"peer_rx_packets"` // what the peer says it received on this path
+	// What the scheduler knows of the path: its delivery rate (bytes/s),
+	// whether that was measured while the path was the limit (its
+	// capacity), and the loss rate the peer's reports show.
+	Rate       float64       `json:"rate_bytes_per_s"`
+	IsCapacity bool          `json:"rate_is_capacity"`
+	Loss       float64       `json:"loss"`
+	SilenceFor time.Duration `json:"silence_ns"`
 	// Budget is the restriction a used-up data budget puts on the path
 	// (failover-only, interactive-only or block); empty if none.
 	Budget string `json:"budget,omitempty"`
@@ -759,6 +765,11 @@ func (l *link) status() PathStatus {
 	if r := l.peer.Load(); r != nil {
 		st.PeerRx = r.RxPackets
 	}
+	var ps scheduler.PathState
+	l.estMu.Lock()
+	l.est.Fill(&ps)
+	l.estMu.Unlock()
+	st.Rate, st.IsCapacity, st.Loss = ps.Rate, ps.RateIsCapacity, ps.Loss
 	return st
 }
 
