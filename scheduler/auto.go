@@ -139,14 +139,7 @@ func anyRated(paths []PathState, metered bool, f filter) bool {
 // does best on the path of the shortest round trip, where its window
 // opens fastest; the others are used by the spill, and measured.
 func nearest(paths []PathState, metered bool, tier filter) filter {
-	f := tier
-	minLoss := 1.0
-	for i := range paths {
-		if s := &paths[i]; tier.admits(s, metered) {
-			minLoss = min(minLoss, s.Loss)
-		}
-	}
-	f.maxLoss = minLoss + goodLossMargin
+	f := leastLossy(paths, metered, tier)
 	var best time.Duration
 	for i := range paths {
 		if s := &paths[i]; f.admits(s, metered) && s.baseRTT() > 0 && (best == 0 || s.baseRTT() < best) {
@@ -157,6 +150,19 @@ func nearest(paths []PathState, metered bool, tier filter) filter {
 		f.maxRTT = spreadLimit(best)
 	}
 	return f
+}
+
+// leastLossy narrows tier to the paths whose loss is within
+// goodLossMargin of the lowest among them.
+func leastLossy(paths []PathState, metered bool, tier filter) filter {
+	minLoss := 1.0
+	for i := range paths {
+		if s := &paths[i]; tier.admits(s, metered) {
+			minLoss = min(minLoss, s.Loss)
+		}
+	}
+	tier.maxLoss = minLoss + goodLossMargin
+	return tier
 }
 
 // duplicate appends the two lowest-RTT paths admitted by tier when the
@@ -192,14 +198,7 @@ func bestTier(paths []PathState, metered bool) (prio int, ok bool) {
 // is as little lossy, has at least half the reference's rate and a base
 // RTT within its spreadLimit. The reference always qualifies.
 func good(paths []PathState, metered bool, tier filter) filter {
-	f := tier
-	minLoss := 1.0
-	for i := range paths {
-		if s := &paths[i]; tier.admits(s, metered) {
-			minLoss = min(minLoss, s.Loss)
-		}
-	}
-	f.maxLoss = minLoss + goodLossMargin
+	f := leastLossy(paths, metered, tier)
 	var ref *PathState
 	for i := range paths {
 		s := &paths[i]
