@@ -40,9 +40,6 @@ const (
 	KindProbe Kind = 1
 	// KindProbeReply is the echo of a KindProbe.
 	KindProbeReply Kind = 2
-	// KindPad is padding, which the receiver drops: a new path sends it to
-	// open QUIC's congestion window while nothing else fills it.
-	KindPad Kind = 3
 )
 
 // ErrShortDatagram is returned for a datagram shorter than the header.
@@ -63,7 +60,7 @@ func ParseHeader(b []byte) (Kind, uint64, []byte, error) {
 	}
 	v := binary.BigEndian.Uint64(b)
 	k := Kind(v >> 56)
-	if k > KindPad {
+	if k > KindProbeReply {
 		return 0, 0, nil, ErrUnknownKind
 	}
 	return k, v & MaxSeq, b[HeaderLen:], nil

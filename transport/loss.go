@@ -89,10 +89,6 @@ type lossTracker struct {
 
 	// rx counts the datagrams waiting in quic-go's receive queue.
 	rx rxBacklog
-
-	// slowStartDone is set once quic-go's congestion controller has left
-	// slow start, for good: it never goes back.
-	slowStartDone atomic.Bool
 }
 
 // lossEpoch is the origin of ackedAt's monotonic readings.
@@ -181,10 +177,6 @@ func (t *lossTracker) RecordEvent(ev qlogwriter.Event) {
 		t.rx.processed()
 		if ev.Trigger == qlog.PacketDropDOSPrevention {
 			t.packetsDropped.Add(1)
-		}
-	case qlog.CongestionStateUpdated:
-		if ev.State == qlog.CongestionStateCongestionAvoidance || ev.State == qlog.CongestionStateRecovery {
-			t.slowStartDone.Store(true)
 		}
 	case qlog.DatagramDropped:
 		if ev.Direction == qlog.DirectionReceiving {

@@ -171,13 +171,6 @@ func (p *Path) Backlog() int {
 	return p.loss.backlog()
 }
 
-// InSlowStart reports whether QUIC's congestion controller is still in
-// slow start, where the window doubles every round trip it is filled;
-// false if that is not known (no loss tracker).
-func (p *Path) InSlowStart() bool {
-	return p.loss != nil && !p.loss.slowStartDone.Load()
-}
-
 // Lost is signalled when QUIC declared packets lost that carried data
 // datagrams; TakeLost says which.
 func (p *Path) Lost() <-chan struct{} {
