@@ -145,12 +145,8 @@ func (e *Estimator) OnReport(now time.Duration, deliveredBytes, deliveredPackets
 		// with them.
 		l := &e.lastLoss
 		l.delivered += deliveredPackets - lb.delivered
-		sample := 1 - float64(l.delivered)/float64(l.sent)
-		if l.first {
-			e.loss = sample
-		} else {
-			e.loss = l.before + lossGain*(sample-l.before)
-		}
+		e.loss, e.lossOK = l.before, !l.first // as before that sample
+		e.lossSample(1 - float64(l.delivered)/float64(l.sent))
 		lb.delivered = deliveredPackets
 	}
 }

@@ -31,10 +31,6 @@ type rxGate struct {
 	ahead   atomic.Int64 // packets read, not yet processed
 	waiting atomic.Bool  // the reader waits at the gate
 	open    chan struct{}
-
-	// Waits and Timeouts count the reader's waits at the gate, and those
-	// that gateMaxWait ended.
-	waits, timeouts atomic.Uint64
 }
 
 const (
@@ -70,7 +66,6 @@ func (g *rxGate) wait() bool {
 	if g == nil || !g.shut() {
 		return false
 	}
-	g.waits.Add(1)
 	g.waiting.Store(true) // before the check: a release after it signals
 	defer g.waiting.Store(false)
 	t := time.NewTimer(gateMaxWait)
@@ -79,7 +74,6 @@ func (g *rxGate) wait() bool {
 		select {
 		case <-g.open:
 		case <-t.C:
-			g.timeouts.Add(1)
 			g.ahead.Store(0)
 			return true
 		}

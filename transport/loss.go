@@ -60,7 +60,7 @@ type lossTracker struct {
 	mu     sync.Mutex
 	queued [lossQueued]queuedDatagram
 	qHead  int
-	qLen   int
+	qLen   atomic.Int32   // changed under mu; backlog reads it without
 	sent   []sentDatagram // ring of lossSent, ascending packet numbers; nil while idle
 	sHead  int
 	sLen   int
@@ -119,28 +119,25 @@ func (t *lossTracker) queue(b []byte) {
 		return // never sent: Send hands over only braid datagrams
 	}
 	t.mu.Lock()
-	if t.qLen == lossQueued {
+	if t.qLen.Load() == lossQueued {
 		t.qHead = (t.qHead + 1) % lossQueued
-		t.qLen--
+		t.qLen.Add(-1)
 	}
-	t.queued[(t.qHead+t.qLen)%lossQueued] = queuedDatagram{seq: seq, n: int32(len(b)), data: kind == KindData}
-	t.qLen++
+	t.queued[(t.qHead+int(t.qLen.Load()))%lossQueued] = queuedDatagram{seq: seq, n: int32(len(b)), data: kind == KindData}
+	t.qLen.Add(1)
 	t.mu.Unlock()
 }
 
 // backlog returns how many datagrams handed to quic-go it has not sent yet
-// (those it dropped count until a later send skips them).
-func (t *lossTracker) backlog() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.qLen
-}
+// (those it dropped count until a later send skips them). The sender asks
+// after every datagram, so it takes no lock.
+func (t *lossTracker) backlog() int { return int(t.qLen.Load()) }
 
 // unqueue forgets the datagram queue recorded last, which quic-go refused.
 func (t *lossTracker) unqueue() {
 	t.mu.Lock()
-	if t.qLen > 0 {
-		t.qLen--
+	if t.qLen.Load() > 0 {
+		t.qLen.Add(-1)
 	}
 	t.mu.Unlock()
 }
@@ -196,10 +193,10 @@ func (t *lossTracker) packetSent(pn int64, frames []qlog.Frame) {
 		}
 		// The oldest queued datagram of this length is the one sent;
 		// older ones of other lengths were dropped by quic-go.
-		for t.qLen > 0 {
+		for t.qLen.Load() > 0 {
 			d := t.queued[t.qHead]
 			t.qHead = (t.qHead + 1) % lossQueued
-			t.qLen--
+			t.qLen.Add(-1)
 			if int64(d.n) == df.Length {
 				if d.data {
 					t.addSent(pn, d.seq)
