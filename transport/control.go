@@ -28,7 +28,10 @@ type Hello struct {
 	Priority int     `json:"priority"` // failover tier, lower is preferred
 	Weight   float64 `json:"weight"`   // share in aggregate mode
 	Metered  bool    `json:"metered"`
-	Mode     string  `json:"mode"` // scheduler mode the client wants for its downstream
+	// Budgeted says the uplink counts its bytes against a data budget:
+	// the concentrator sends it no warm-up padding.
+	Budgeted bool   `json:"budgeted,omitempty"`
+	Mode     string `json:"mode"` // scheduler mode the client wants for its downstream
 	// Instance is random per client process: a new one tells the
 	// concentrator to start a new session (sequence numbers restart).
 	Instance uint64 `json:"instance"`

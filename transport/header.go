@@ -40,6 +40,9 @@ const (
 	KindProbe Kind = 1
 	// KindProbeReply is the echo of a KindProbe.
 	KindProbeReply Kind = 2
+	// KindPad is padding, which the receiver drops: a new path sends it to
+	// open QUIC's congestion window while nothing else fills it.
+	KindPad Kind = 3
 )
 
 // ErrShortDatagram is returned for a datagram shorter than the header.
@@ -60,7 +63,7 @@ func ParseHeader(b []byte) (Kind, uint64, []byte, error) {
 	}
 	v := binary.BigEndian.Uint64(b)
 	k := Kind(v >> 56)
-	if k > KindProbeReply {
+	if k > KindPad {
 		return 0, 0, nil, ErrUnknownKind
 	}
 	return k, v & MaxSeq, b[HeaderLen:], nil

@@ -89,13 +89,24 @@ type lossTracker struct {
 
 	// rx counts the datagrams waiting in quic-go's receive queue.
 	rx rxBacklog
+
+	// slowStartDone is set once quic-go's congestion controller has left
+	// slow start, for good: it never goes back.
+	slowStartDone atomic.Bool
+
+	// drained is signalled when quic-go sent a packet and at most
+	// drainLevel datagrams remain queued, while drainLevel >= 0 (someone
+	// waits for room).
+	drained    chan struct{}
+	drainLevel atomic.Int32
 }
 
 // lossEpoch is the origin of ackedAt's monotonic readings.
 var lossEpoch = time.Now()
 
 func newLossTracker() *lossTracker {
-	t := &lossTracker{ready: make(chan struct{}, 1), largestAcked: -1}
+	t := &lossTracker{ready: make(chan struct{}, 1), drained: make(chan struct{}, 1), largestAcked: -1}
+	t.drainLevel.Store(-1)
 	for i := range t.lostPNs {
 		t.lostPNs[i] = -1
 	}
@@ -175,6 +186,10 @@ func (t *lossTracker) RecordEvent(ev qlogwriter.Event) {
 		if ev.Trigger == qlog.PacketDropDOSPrevention {
 			t.packetsDropped.Add(1)
 		}
+	case qlog.CongestionStateUpdated:
+		if ev.State == qlog.CongestionStateCongestionAvoidance || ev.State == qlog.CongestionStateRecovery {
+			t.slowStartDone.Store(true)
+		}
 	case qlog.DatagramDropped:
 		if ev.Direction == qlog.DirectionReceiving {
 			t.datagramsDropped.Add(1)
@@ -186,6 +201,9 @@ func (t *lossTracker) RecordEvent(ev qlogwriter.Event) {
 func (t *lossTracker) packetSent(pn int64, frames []qlog.Frame) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if level := t.drainLevel.Load(); level >= 0 {
+		defer t.signalDrained(level)
+	}
 	for _, f := range frames {
 		df, ok := f.Frame.(*qlog.DatagramFrame)
 		if !ok {
@@ -204,6 +222,17 @@ func (t *lossTracker) packetSent(pn int64, frames []qlog.Frame) {
 				break
 			}
 		}
+	}
+}
+
+// signalDrained signals drained if quic-go's queue is down to level.
+func (t *lossTracker) signalDrained(level int32) {
+	if t.qLen.Load() > level {
+		return
+	}
+	select {
+	case t.drained <- struct{}{}:
+	default:
 	}
 }
 

@@ -171,6 +171,27 @@ func (p *Path) Backlog() int {
 	return p.loss.backlog()
 }
 
+// Drained returns a channel signalled when quic-go took a datagram from
+// its send queue and at most level remain; a negative level stops the
+// signals. The caller owns the signals: one waiter at a time.
+func (p *Path) Drained(level int) <-chan struct{} {
+	if p.loss == nil {
+		return nil
+	}
+	p.loss.drainLevel.Store(int32(level))
+	if level < 0 {
+		return nil
+	}
+	return p.loss.drained
+}
+
+// InSlowStart reports whether QUIC's congestion controller is still in
+// slow start, where the window doubles every round trip it is filled;
+// false if that is not known (no loss tracker).
+func (p *Path) InSlowStart() bool {
+	return p.loss != nil && !p.loss.slowStartDone.Load()
+}
+
 // Lost is signalled when QUIC declared packets lost that carried data
 // datagrams; TakeLost says which.
 func (p *Path) Lost() <-chan struct{} {

@@ -16,6 +16,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 		{KindData, 1},
 		{KindProbe, 1 << 40},
 		{KindProbeReply, MaxSeq},
+		{KindPad, 7},
 	}
 	for _, tt := range tests {
 		b := make([]byte, HeaderLen+3)

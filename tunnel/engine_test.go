@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/braid-tunnel/braid/config"
 	"github.com/braid-tunnel/braid/e2e/proxy"
 	"github.com/braid-tunnel/braid/scheduler"
 	"github.com/braid-tunnel/braid/transport"
@@ -761,4 +762,50 @@ func TestConcentratorHearsOfDownPath(t *testing.T) {
 	waitFor(t, "concentrator to take wifi out", 5*time.Second, concState("down"))
 	h.linkEvents <- transport.LinkEvent{Interface: "wlan0", Up: true}
 	waitFor(t, "concentrator to use wifi again", 5*time.Second, concState("up"))
+}
+
+// TestNewPathWarmsUp: a new unmetered path sends padding on both sides
+// while QUIC is in slow start, so its congestion window is open before
+// traffic needs it; a metered path, and one with a data budget, send
+// none either way.
+func TestNewPathWarmsUp(t *testing.T) {
+	for warmups.Tokens() < 4 { // other tests' paths took the process's warm-ups
+		time.Sleep(50 * time.Millisecond)
+	}
+	h := newHarness(t)
+	h.startConcentrator(tuntest.NewChannelTUN().TUN())
+	h.metered = map[int]bool{1: true}
+	h.budgets = map[int]*Budget{2: {Limit: 1 << 30, Period: config.PeriodDaily, Action: config.ActionFailoverOnly, Warn: 0.5}}
+	h.startClient(tuntest.NewChannelTUN().TUN(), scheduler.Failover, 3)
+	waitFor(t, "paths up", 10*time.Second, h.pathsUp(3))
+	const initialWindow = 32 * 1350 // quic-go's, at braid's initial packet size
+	path := func(paths []PathStatus, name string) PathStatus {
+		for _, p := range paths {
+			if p.Name == name {
+				return p
+			}
+		}
+		return PathStatus{}
+	}
+	concPath := func(name string) PathStatus {
+		for _, c := range h.conc.Status().Clients {
+			if p := path(c.Paths, name); p.Name != "" {
+				return p
+			}
+		}
+		return PathStatus{}
+	}
+	waitFor(t, "both ends of wifi to open their window with padding", 10*time.Second, func() bool {
+		c, s := path(h.client.Status().Paths, "wifi"), concPath("wifi")
+		return c.PadBytes > 0 && c.Cwnd > 2*initialWindow && s.PadBytes > 0 && s.Cwnd > 2*initialWindow
+	})
+	for _, name := range []string{"lte", "dsl"} { // metered, budgeted
+		c, s := path(h.client.Status().Paths, name), concPath(name)
+		if s.Name == "" {
+			t.Fatalf("the concentrator has no path %s", name)
+		}
+		if c.PadBytes != 0 || s.PadBytes != 0 {
+			t.Errorf("path %s padded: client %d bytes, concentrator %d", name, c.PadBytes, s.PadBytes)
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/braid-tunnel/braid/scheduler"
 	"github.com/braid-tunnel/braid/transport"
+	"golang.org/x/time/rate"
 )
 
 // A link is one live path of a session, with the goroutines that own it:
@@ -119,6 +120,7 @@ type link struct {
 	mtu        atomic.Int32 // largest inner packet the path carries now
 	txPackets  atomic.Uint64
 	txBytes    atomic.Uint64
+	padBytes   atomic.Uint64 // warm-up padding sent (see warmup)
 	rxPackets  atomic.Uint64
 	rxBytes    atomic.Uint64
 	peer       atomic.Pointer[transport.Report]
@@ -367,10 +369,15 @@ func (l *link) sender(ctx context.Context) error {
 	reports := time.NewTicker(reportEvery)
 	defer reports.Stop()
 	var t tickState
+	w := l.newWarmup()
 	for {
 		select {
 		case p := <-l.queue:
 			if err := l.sendData(p, false); err != nil {
+				return err
+			}
+		case <-w.ready:
+			if err := w.pad(l); err != nil {
 				return err
 			}
 		case probe := <-l.probes:
@@ -424,6 +431,99 @@ func (l *link) sendData(p packetRef, resent bool) error {
 		return err
 	}
 	return nil
+}
+
+// QUIC's congestion controller (quic-go's Cubic) leaves slow start for good
+// once its round trip time grows by an eighth (HyStart), even while the
+// connection sends next to nothing. A path that only carries acknowledgements
+// while the other direction fills the link's queue (an upload, on the
+// concentrator's side) sees exactly that, and is left with its initial
+// window of 43 KB; congestion avoidance then grows it by one packet per
+// round trip. Measured: a download after an upload ran at 11 Mbit/s on a
+// 30 Mbit/s uplink for seconds, and a standby path took over a failed one
+// with that window. So a new path sends padding (KindPad) while nothing
+// else fills its window, until slow start ends on its own (HyStart finds
+// the queue, or a loss) or warmupBytes are spent: what the link can carry
+// is then open before it is needed.
+const (
+	// warmupBytes bounds the padding: a window of 512 KiB carries
+	// 100 Mbit/s over 40 ms.
+	warmupBytes = 512 << 10
+	// warmupsPerSecond bounds the warm-ups a process starts, so that a
+	// concentrator that many clients reconnect to at once does not pad
+	// its uplink full; the paths that get none start as they would
+	// without.
+	warmupsPerSecond = 10
+)
+
+var warmups = rate.NewLimiter(warmupsPerSecond, warmupsPerSecond)
+
+// warmupQueue is how many padding datagrams may wait in quic-go's send
+// queue: enough to keep the window filled between the sender's turns, few
+// enough that data and probes queued after them wait for two datagrams at
+// most, and that Send never blocks on padding (quic-go's queue holds 32).
+const warmupQueue = 2
+
+// closedChan is always ready.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// warmup is a link's padding state, owned by the sender.
+type warmup struct {
+	ready <-chan struct{} // signalled while padding is due, else nil
+	left  int             // bytes of padding still allowed
+	buf   []byte
+}
+
+// newWarmup returns the link's warm-up: none for a metered path or one
+// with a data budget (the client's own, or one its hello announced),
+// whose bytes are worth more than the window.
+func (l *link) newWarmup() *warmup {
+	w := &warmup{}
+	if l.hello.Metered || l.hello.Budgeted || l.meter != nil || !l.path.InSlowStart() || !warmups.Allow() {
+		return w
+	}
+	w.ready, w.left = closedChan, warmupBytes
+	return w
+}
+
+// pad tops quic-go's send queue up to warmupQueue padding datagrams and
+// waits for it to drain again; it stops for good once slow start is over
+// or the padding is spent. It never blocks: only the sender queues
+// datagrams, so quic-go's queue cannot fill between the look and the Send.
+func (w *warmup) pad(l *link) error {
+	n := int(l.mtu.Load()) + transport.HeaderLen
+	if w.left <= 0 || !l.path.InSlowStart() || n <= transport.HeaderLen {
+		w.stop(l)
+		return nil
+	}
+	w.ready = l.path.Drained(warmupQueue - 1)
+	if len(w.buf) != n {
+		w.buf = make([]byte, n)
+		transport.PutHeader(w.buf, transport.KindPad, 0)
+	}
+	// Data waiting in the link's queue goes first, and fills the window
+	// as well as padding would.
+	for len(l.queue) == 0 && l.path.Backlog() < warmupQueue && w.left > 0 {
+		err := l.path.Send(w.buf)
+		if tl := (*transport.DatagramTooLargeError)(nil); errors.As(err, &tl) {
+			l.mtu.Store(int32(tl.Max - transport.HeaderLen))
+			w.ready = closedChan // again, at the new size
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		w.left -= n
+		l.padBytes.Add(uint64(n))
+	}
+	return nil
+}
+
+func (w *warmup) stop(l *link) {
+	if w.ready != nil {
+		l.path.Drained(-1)
+	}
+	w.ready, w.buf = nil, nil
 }
 
 // busy reports whether the path, not what it is given, limits what it
@@ -628,6 +728,7 @@ type PathStatus struct {
 	MTU       int           `json:"mtu"`
 	TxPackets uint64        `json:"tx_packets"`
 	TxBytes   uint64        `json:"tx_bytes"`
+	PadBytes  uint64        `json:"pad_bytes"` // warm-up padding sent
 	RxPackets uint64        `json:"rx_packets"`
 	RxBytes   uint64        `json:"rx_bytes"`
 	QUICLost  uint64        `json:"quic_packets_lost"`
@@ -664,6 +765,7 @@ func (l *link) status() PathStatus {
 		MTU:             int(l.mtu.Load()),
 		TxPackets:       l.txPackets.Load(),
 		TxBytes:         l.txBytes.Load(),
+		PadBytes:        l.padBytes.Load(),
 		RxPackets:       l.rxPackets.Load(),
 		RxBytes:         l.rxBytes.Load(),
 		QUICLost:        qs.PacketsLost,

@@ -171,6 +171,7 @@ func (c *Client) dial(ctx context.Context, r *uplinkRun) (*link, netip.Addr, err
 		Priority: r.Priority,
 		Weight:   r.Weight,
 		Metered:  r.Metered,
+		Budgeted: r.meter != nil,
 		Mode:     string(c.opts.Mode),
 		Instance: c.instance,
 	}

@@ -10,6 +10,7 @@
 package proxy
 
 import (
+	"errors"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -127,8 +128,14 @@ func (p *Proxy) readServer(f *flow) {
 	buf := make([]byte, 65536)
 	for {
 		n, err := f.up.Read(buf)
-		if err != nil {
+		if errors.Is(err, net.ErrClosed) {
 			return
+		}
+		if err != nil {
+			// A connected UDP socket reports the ICMP errors of what it
+			// sent (ECONNREFUSED while the server restarts): the flow
+			// goes on.
+			continue
 		}
 		p.hold(f.fromServer, buf[:n])
 	}
