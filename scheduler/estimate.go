@@ -8,7 +8,8 @@ import "time"
 // e.g. from probe echoes, or SetRTT with QUIC's own estimates) and the
 // peer's periodic reports
 // of what it received on the path (OnReport, cumulative counters, as on
-// braid's control stream). Fill copies the estimates into a [PathState].
+// braid's control stream) and the transport's loss counts (OnLossCounts).
+// Fill copies the estimates into a [PathState].
 //
 // Delivery rate. Each report gives a sample: bytes delivered since the
 // previous report over the time between the two, on the sender's clock
@@ -20,15 +21,14 @@ import "time"
 // backlog). Busy samples move the estimate by rateGain, so a path whose
 // capacity drops is followed within a few reports.
 //
-// Loss. Reports also give packets delivered, to compare with those sent;
-// once at least minLossPackets were sent since the last loss sample,
-// 1 - delivered/sent over them is a sample, smoothed by lossGain (the
-// first is believed). A quiet path keeps its last estimate. Packets in
-// flight at a report count as lost in one sample and as delivered in the
-// next, so samples are not clamped (only the estimate is): the two cancel
-// in the average. When nothing was sent since the last sample, packets
-// that arrive after its report are credited to it instead, so the tail of
-// a burst does not stand as loss on a path that then goes quiet.
+// Loss comes from the transport's own accounting (OnLossCounts: QUIC's
+// packets sent and declared lost, cumulative), not from the peer's
+// reports: a report a second apart counts the packets still in flight as
+// lost, which on a busy path with a queue read as 9% of loss on a path
+// that lost none, and auto then moved its flows to a worse one. Once at
+// least minLossPackets were sent since the last sample, lost/sent over
+// them is a sample, smoothed by lossGain (the first is believed). A quiet
+// path keeps its last estimate.
 //
 // RTT, as RFC 9002 section 5.3: smoothed RTT with gain 1/8, variation
 // (jitter) with gain 1/4, and a minimum that is forgotten after
@@ -63,17 +63,11 @@ type Estimator struct {
 		delivered, sent uint64 // bytes
 		busy            uint64 // bytes sent with a backlog
 	}
+	// lossBase is the transport's counters at the start of the current
+	// loss sample.
 	lossBase struct {
-		delivered, sent uint64 // packets
-	}
-	// lastLoss is the last loss sample's window and the estimate before
-	// it, to credit it with packets that were in flight at its report and
-	// arrived while the path sent nothing more (see OnReport).
-	lastLoss struct {
-		ok              bool
-		delivered, sent uint64 // packets in the window
-		before          float64
-		first           bool // it was the first sample, believed at once
+		ok         bool
+		sent, lost uint64 // packets
 	}
 }
 
@@ -81,9 +75,9 @@ const (
 	// rateGain is the weight of a busy rate sample: with one report a
 	// second, a drop of capacity is 90% followed after 4 reports.
 	rateGain = 0.5
-	// lossGain is the weight of a loss sample: loss is noisy (a few
-	// packets per report on a quiet path), so it is averaged over about
-	// 8 reports.
+	// lossGain is the weight of a loss sample: loss is noisy (one or two
+	// packets lost per sample at 1%), so it is averaged over about 8
+	// samples.
 	lossGain = 1.0 / 8
 	// minSampleInterval is the shortest time between reports that makes a
 	// sample: a shorter one says more about the report's own jitter.
@@ -118,10 +112,9 @@ func (e *Estimator) OnSent(size int, backlog bool) {
 // report whose counters went backwards (the peer restarted them) starts
 // over from it.
 func (e *Estimator) OnReport(now time.Duration, deliveredBytes, deliveredPackets uint64) {
-	rb, lb := &e.rateBase, &e.lossBase
-	if !rb.ok || now < rb.at || deliveredBytes < rb.delivered || deliveredPackets < lb.delivered {
+	rb := &e.rateBase
+	if !rb.ok || now < rb.at || deliveredBytes < rb.delivered {
 		e.rebaseRate(now, deliveredBytes)
-		e.rebaseLoss(deliveredPackets)
 		return
 	}
 	// A report too soon after the base is not a sample: the next one,
@@ -130,34 +123,26 @@ func (e *Estimator) OnReport(now time.Duration, deliveredBytes, deliveredPackets
 		e.rateSample(float64(deliveredBytes-rb.delivered)/dt.Seconds(), e.busyBytes-rb.busy, e.sentBytes-rb.sent)
 		e.rebaseRate(now, deliveredBytes)
 	}
-	switch sent := e.sentPackets - lb.sent; {
-	case sent >= minLossPackets:
-		e.lastLoss.ok, e.lastLoss.first, e.lastLoss.before = true, !e.lossOK, e.loss
-		e.lastLoss.sent, e.lastLoss.delivered = sent, deliveredPackets-lb.delivered
-		e.lossSample(1 - float64(e.lastLoss.delivered)/float64(sent))
-		e.rebaseLoss(deliveredPackets)
-	case sent == 0 && deliveredPackets > lb.delivered && e.lastLoss.ok:
-		// Nothing sent since the last sample, yet more arrived: packets
-		// that were in flight at its report. A steady sender's next
-		// sample would make up for them; after a burst (an overflow onto
-		// a second path) there may be none for long, and the burst's
-		// tail would stand as loss. So the last sample is taken again
-		// with them.
-		l := &e.lastLoss
-		l.delivered += deliveredPackets - lb.delivered
-		e.loss, e.lossOK = l.before, !l.first // as before that sample
-		e.lossSample(1 - float64(l.delivered)/float64(l.sent))
-		lb.delivered = deliveredPackets
+}
+
+// OnLossCounts records the transport's cumulative counts of packets sent
+// on the path and declared lost. Counters that went backwards (a new
+// connection) start over from them.
+func (e *Estimator) OnLossCounts(sent, lost uint64) {
+	lb := &e.lossBase
+	if !lb.ok || sent < lb.sent || lost < lb.lost {
+		lb.ok, lb.sent, lb.lost = true, sent, lost
+		return
+	}
+	if n := sent - lb.sent; n >= minLossPackets {
+		e.lossSample(float64(lost-lb.lost) / float64(n))
+		lb.sent, lb.lost = sent, lost
 	}
 }
 
 func (e *Estimator) rebaseRate(now time.Duration, deliveredBytes uint64) {
 	e.rateBase.ok, e.rateBase.at = true, now
 	e.rateBase.delivered, e.rateBase.sent, e.rateBase.busy = deliveredBytes, e.sentBytes, e.busyBytes
-}
-
-func (e *Estimator) rebaseLoss(deliveredPackets uint64) {
-	e.lossBase.delivered, e.lossBase.sent = deliveredPackets, e.sentPackets
 }
 
 // rateSample folds in a delivery rate sample; busy and sent are the bytes

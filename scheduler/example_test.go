@@ -18,6 +18,8 @@ func ExampleEstimator() {
 		e.OnSent(1250, true) // sent, with more waiting behind it
 	}
 	e.SetRTT(30*time.Millisecond, 25*time.Millisecond, 2*time.Millisecond) // QUIC's estimates
+	e.OnLossCounts(0, 0)                                                   // QUIC's counters at the start
+	e.OnLossCounts(1000, 10)                                               // QUIC declared 10 of them lost
 	e.OnReport(start+time.Second, 1250*990, 990)                           // the peer got 990 of them
 
 	st := scheduler.PathState{Up: true, QueueCap: 128}

@@ -68,6 +68,7 @@ func simulateWith(s Scheduler, links []simUplink, o simOptions) simResult {
 		at      time.Duration
 		path    int
 		packets uint64
+		sent    int // by the path when the report was made
 	}
 	var reports []report
 	var sentAt []time.Duration // by packet number
@@ -81,13 +82,14 @@ func simulateWith(s Scheduler, links []simUplink, o simOptions) simResult {
 	for now := time.Duration(0); now < o.run; now += simTick {
 		if o.estimate && now%time.Second == 0 {
 			for i, l := range links { // the peer reports; it arrives rtt/2 later
-				reports = append(reports, report{now + l.rtt/2, i, delivered[i]})
+				reports = append(reports, report{now + l.rtt/2, i, delivered[i], sent[i]})
 			}
 		}
 		for len(reports) > 0 && reports[0].at <= now {
 			r := reports[0]
 			reports = reports[1:]
 			est[r.path].OnReport(now, r.packets*simSize, r.packets)
+			est[r.path].OnLossCounts(uint64(r.sent), uint64(r.sent)-r.packets) // what QUIC declares about then
 		}
 		for i, l := range links {
 			states[i] = PathState{Up: true, Weight: 1, Rate: l.rate, RateIsCapacity: true, RTT: l.rtt, MinRTT: l.rtt,

@@ -261,18 +261,19 @@ func (l *link) state(now int64, interactive bool) scheduler.PathState {
 	return st
 }
 
-// refresh updates RTT (and MTU if mtu) from QUIC's view of the path, and
+// refresh updates RTT, loss (and MTU if mtu) from QUIC's view of the path, and
 // counts its bytes against the uplink's budget. Reading the MTU costs
 // quic-go two allocations (Path.MaxDatagram), so the ticks read it only
 // every mtuTicks.
 func (l *link) refresh(mtu bool) {
 	s := l.path.Stats()
+	l.estMu.Lock()
 	if s.SmoothedRTT > 0 {
 		l.rtt.Store(int64(s.SmoothedRTT))
-		l.estMu.Lock()
 		l.est.SetRTT(s.SmoothedRTT, s.MinRTT, s.RTTVar)
-		l.estMu.Unlock()
 	}
+	l.est.OnLossCounts(s.PacketsSent, s.PacketsLost)
+	l.estMu.Unlock()
 	if mtu {
 		l.mtu.Store(int32(l.path.MaxDatagram() - transport.HeaderLen))
 	}
@@ -742,7 +743,8 @@ type PathStatus struct {
 	PeerRx       uint64 `json:"peer_rx_packets"` // what the peer says it received on this path
 	// What the scheduler knows of the path: its delivery rate (bytes/s),
 	// whether that was measured while the path was the limit (its
-	// capacity), and the loss rate the peer's reports show.
+	// capacity), and its loss rate (of the packets QUIC sent, those it
+	// declared lost).
 	Rate       float64       `json:"rate_bytes_per_s"`
 	IsCapacity bool          `json:"rate_is_capacity"`
 	Loss       float64       `json:"loss"`
