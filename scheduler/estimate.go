@@ -125,6 +125,11 @@ func (e *Estimator) OnReport(now time.Duration, deliveredBytes, deliveredPackets
 	}
 }
 
+// SkipLoss forgets the loss sample in progress: the next OnLossCounts is a
+// new base. For a stretch whose losses say nothing of the path (padding
+// that probed for the link's capacity and overflowed its queue).
+func (e *Estimator) SkipLoss() { e.lossBase.ok = false }
+
 // OnLossCounts records the transport's cumulative counts of packets sent
 // on the path and declared lost. Counters that went backwards (a new
 // connection) start over from them.
@@ -135,7 +140,7 @@ func (e *Estimator) OnLossCounts(sent, lost uint64) {
 		return
 	}
 	if n := sent - lb.sent; n >= minLossPackets {
-		e.lossSample(float64(lost-lb.lost) / float64(n))
+		e.lossSample(min(float64(lost-lb.lost)/float64(n), 1))
 		lb.sent, lb.lost = sent, lost
 	}
 }

@@ -155,8 +155,18 @@ func TestEstimatorLoss(t *testing.T) {
 	// Counters that went backwards (a new connection) are a new base.
 	e.OnLossCounts(10, 10)
 	e.OnLossCounts(110, 10)
-	if want := before * (1 - lossGain); math.Abs(e.Loss()-want) > 1e-9 {
+	want := before * (1 - lossGain)
+	if math.Abs(e.Loss()-want) > 1e-9 {
 		t.Errorf("after a restart of the counters: Loss = %v, want %v", e.Loss(), want)
+	}
+	// What is sent before SkipLoss does not count: 50 of 60 lost, then
+	// none of the next 100.
+	e.OnLossCounts(170, 60)
+	e.SkipLoss()
+	e.OnLossCounts(170, 60)
+	e.OnLossCounts(270, 60)
+	if want *= 1 - lossGain; math.Abs(e.Loss()-want) > 1e-9 {
+		t.Errorf("after SkipLoss: Loss = %v, want %v", e.Loss(), want)
 	}
 	// Clamped to [0, 1].
 	e = Estimator{loss: -0.5}

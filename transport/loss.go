@@ -93,6 +93,14 @@ type lossTracker struct {
 	// slowStartDone is set once quic-go's congestion controller has left
 	// slow start, for good: it never goes back.
 	slowStartDone atomic.Bool
+	// settled is set once slow start and the recovery that ended it are
+	// over.
+	settled atomic.Bool
+
+	// The path's loss counts: 1-RTT packets sent, and those declared lost
+	// that were sent at or after countLostFrom (a packet number).
+	sentPackets, lostPackets  atomic.Uint64
+	lastSentPN, countLostFrom atomic.Int64
 
 	// drained is signalled when quic-go sent a packet and at most
 	// drainLevel datagrams remain queued, while drainLevel >= 0 (someone
@@ -159,10 +167,15 @@ func (t *lossTracker) RecordEvent(ev qlogwriter.Event) {
 	switch ev := ev.(type) {
 	case qlog.PacketSent:
 		if ev.Header.PacketType == qlog.PacketType1RTT {
+			t.lastSentPN.Store(int64(ev.Header.PacketNumber))
+			t.sentPackets.Add(1)
 			t.packetSent(int64(ev.Header.PacketNumber), ev.Frames)
 		}
 	case qlog.PacketLost:
 		if ev.Header.PacketType == qlog.PacketType1RTT {
+			if int64(ev.Header.PacketNumber) >= t.countLostFrom.Load() {
+				t.lostPackets.Add(1)
+			}
 			t.packetLost(int64(ev.Header.PacketNumber))
 		}
 	case qlog.PacketReceived:
@@ -187,8 +200,16 @@ func (t *lossTracker) RecordEvent(ev qlogwriter.Event) {
 			t.packetsDropped.Add(1)
 		}
 	case qlog.CongestionStateUpdated:
-		if ev.State == qlog.CongestionStateCongestionAvoidance || ev.State == qlog.CongestionStateRecovery {
+		switch ev.State {
+		case qlog.CongestionStateRecovery:
 			t.slowStartDone.Store(true)
+		case qlog.CongestionStateCongestionAvoidance:
+			t.slowStartDone.Store(true)
+			t.settled.Store(true)
+		case qlog.CongestionStateApplicationLimited:
+			if t.slowStartDone.Load() {
+				t.settled.Store(true)
+			}
 		}
 	case qlog.DatagramDropped:
 		if ev.Direction == qlog.DirectionReceiving {

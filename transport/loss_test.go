@@ -221,3 +221,64 @@ func TestLossTrackerBacklog(t *testing.T) {
 		t.Errorf("backlog %d after 4 sent or skipped, want 6", n)
 	}
 }
+
+// TestLossCounts: the tracker counts 1-RTT packets sent and declared
+// lost; after ForgetLosses, a packet sent before it does not count as
+// lost even when QUIC declares it later (slow start's overshoot). It also
+// says when slow start and its recovery are over, and signals Drained.
+func TestLossCounts(t *testing.T) {
+	tr := newLossTracker()
+	p := &Path{loss: tr}
+	sent := func(pn int64) {
+		tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: qlog.PacketNumber(pn)}})
+	}
+	lost := func(pn int64) {
+		tr.RecordEvent(qlog.PacketLost{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: qlog.PacketNumber(pn)}})
+	}
+	state := func(s qlog.CongestionState) { tr.RecordEvent(qlog.CongestionStateUpdated{State: s}) }
+	for pn := range int64(10) {
+		sent(pn)
+	}
+	lost(2)
+	if s, l := p.LossCounts(); s != 10 || l != 1 {
+		t.Fatalf("LossCounts = %d, %d; want 10, 1", s, l)
+	}
+	state(qlog.CongestionStateApplicationLimited) // still in slow start
+	state(qlog.CongestionStateRecovery)
+	if p.InSlowStart() || p.Settled() {
+		t.Fatalf("in recovery: InSlowStart %v, Settled %v; want false, false", p.InSlowStart(), p.Settled())
+	}
+	state(qlog.CongestionStateApplicationLimited)
+	if !p.Settled() {
+		t.Fatal("not settled after the recovery")
+	}
+	p.ForgetLosses()
+	lost(5) // sent before: forgotten
+	sent(10)
+	sent(11)
+	lost(11)
+	if s, l := p.LossCounts(); s != 12 || l != 2 {
+		t.Fatalf("after ForgetLosses: LossCounts = %d, %d; want 12, 2", s, l)
+	}
+
+	// Drained: signalled when quic-go sent a packet and at most the level
+	// are queued; not once the level is negative.
+	ch := p.Drained(1)
+	tr.queue(datagram(KindPad, 0, 100))
+	tr.queue(datagram(KindPad, 0, 100))
+	tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: 12},
+		Frames: []qlog.Frame{{Frame: &qlog.DatagramFrame{Length: 100}}}})
+	select {
+	case <-ch:
+	default:
+		t.Fatal("no drained signal with one datagram left")
+	}
+	p.Drained(-1)
+	tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: 13},
+		Frames: []qlog.Frame{{Frame: &qlog.DatagramFrame{Length: 100}}}})
+	select {
+	case <-ch:
+		t.Fatal("drained signal after Drained(-1)")
+	default:
+	}
+}

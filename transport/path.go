@@ -192,6 +192,32 @@ func (p *Path) InSlowStart() bool {
 	return p.loss != nil && !p.loss.slowStartDone.Load()
 }
 
+// Settled reports whether QUIC's congestion controller has left slow
+// start and the recovery that ended it; true if that is not known (no
+// loss tracker).
+func (p *Path) Settled() bool {
+	return p.loss == nil || p.loss.settled.Load()
+}
+
+// LossCounts returns the 1-RTT packets QUIC sent on the path and, of
+// those sent since the last ForgetLosses, the ones it declared lost
+// (cumulative); zeros without a loss tracker.
+func (p *Path) LossCounts() (sent, lost uint64) {
+	if p.loss == nil {
+		return 0, 0
+	}
+	return p.loss.sentPackets.Load(), p.loss.lostPackets.Load()
+}
+
+// ForgetLosses leaves the packets sent so far out of LossCounts' lost
+// ones, even those QUIC declares lost later: slow start's overshoot of the
+// bottleneck's queue says nothing of the path's own loss.
+func (p *Path) ForgetLosses() {
+	if p.loss != nil {
+		p.loss.countLostFrom.Store(p.loss.lastSentPN.Load() + 1)
+	}
+}
+
 // Lost is signalled when QUIC declared packets lost that carried data
 // datagrams; TakeLost says which.
 func (p *Path) Lost() <-chan struct{} {
