@@ -21,14 +21,17 @@ import "time"
 // backlog). Busy samples move the estimate by rateGain, so a path whose
 // capacity drops is followed within a few reports.
 //
-// Loss comes from the transport's own accounting (OnLossCounts: QUIC's
-// packets sent and declared lost, cumulative), not from the peer's
-// reports: a report a second apart counts the packets still in flight as
-// lost, which on a busy path with a queue read as 9% of loss on a path
-// that lost none, and auto then moved its flows to a worse one. Once at
-// least minLossPackets were sent since the last sample, lost/sent over
-// them is a sample, smoothed by lossGain (the first is believed). A quiet
-// path keeps its last estimate.
+// Loss is a loss event rate, from the transport's own accounting
+// (OnLossCounts: QUIC's packets sent and loss events, cumulative; a loss
+// event is the losses of one round trip, as TFRC's, RFC 5348 section 5.2),
+// not from the peer's reports: a report a second apart counts the packets
+// still in flight as lost, which on a busy path with a queue read as 9%
+// of loss on a path that lost none, and auto then moved its flows to a
+// worse one. Events, not packets: a queue overflow loses a burst at once,
+// and TCP's rate follows the events (one window cut each). Once at least
+// minLossPackets were sent since the last sample, events/sent over them is
+// a sample, smoothed by lossGain (the first is believed). A quiet path
+// keeps its last estimate.
 //
 // RTT, as RFC 9002 section 5.3: smoothed RTT with gain 1/8, variation
 // (jitter) with gain 1/4, and a minimum that is forgotten after
@@ -67,7 +70,7 @@ type Estimator struct {
 	// loss sample.
 	lossBase struct {
 		ok         bool
-		sent, lost uint64 // packets
+		sent, lost uint64 // packets, loss events
 	}
 }
 
@@ -131,7 +134,7 @@ func (e *Estimator) OnReport(now time.Duration, deliveredBytes, deliveredPackets
 func (e *Estimator) SkipLoss() { e.lossBase.ok = false }
 
 // OnLossCounts records the transport's cumulative counts of packets sent
-// on the path and declared lost. Counters that went backwards (a new
+// on the path and of loss events. Counters that went backwards (a new
 // connection) start over from them.
 func (e *Estimator) OnLossCounts(sent, lost uint64) {
 	lb := &e.lossBase

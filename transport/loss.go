@@ -97,10 +97,15 @@ type lossTracker struct {
 	// over.
 	settled atomic.Bool
 
-	// The path's loss counts: 1-RTT packets sent, and those declared lost
-	// that were sent at or after countLostFrom (a packet number).
-	sentPackets, lostPackets  atomic.Uint64
-	lastSentPN, countLostFrom atomic.Int64
+	// The path's loss counts: 1-RTT packets sent, and loss events among
+	// those sent at or after countLostFrom (a packet number). A loss event
+	// is a loss and those of the packets sent before it was declared (up
+	// to eventEnd): one congestion episode, as NewReno's recovery and
+	// TFRC's loss event rate (RFC 5348 section 5.2) count it. A queue
+	// overflow loses a burst in one round trip, random loss one packet
+	// here and there; TCP's rate follows the events, not the packets.
+	sentPackets, lossEvents             atomic.Uint64
+	lastSentPN, countLostFrom, eventEnd atomic.Int64
 
 	// drained is signalled when quic-go sent a packet and at most
 	// drainLevel datagrams remain queued, while drainLevel >= 0 (someone
@@ -115,6 +120,7 @@ var lossEpoch = time.Now()
 func newLossTracker() *lossTracker {
 	t := &lossTracker{ready: make(chan struct{}, 1), drained: make(chan struct{}, 1), largestAcked: -1}
 	t.drainLevel.Store(-1)
+	t.eventEnd.Store(-1)
 	for i := range t.lostPNs {
 		t.lostPNs[i] = -1
 	}
@@ -173,8 +179,9 @@ func (t *lossTracker) RecordEvent(ev qlogwriter.Event) {
 		}
 	case qlog.PacketLost:
 		if ev.Header.PacketType == qlog.PacketType1RTT {
-			if int64(ev.Header.PacketNumber) >= t.countLostFrom.Load() {
-				t.lostPackets.Add(1)
+			if pn := int64(ev.Header.PacketNumber); pn >= t.countLostFrom.Load() && pn > t.eventEnd.Load() {
+				t.lossEvents.Add(1)
+				t.eventEnd.Store(t.lastSentPN.Load())
 			}
 			t.packetLost(int64(ev.Header.PacketNumber))
 		}

@@ -222,9 +222,10 @@ func TestLossTrackerBacklog(t *testing.T) {
 	}
 }
 
-// TestLossCounts: the tracker counts 1-RTT packets sent and declared
-// lost; after ForgetLosses, a packet sent before it does not count as
-// lost even when QUIC declares it later (slow start's overshoot). It also
+// TestLossCounts: the tracker counts 1-RTT packets sent and loss events
+// (the losses of packets sent before the first was declared are one);
+// after ForgetLosses, a packet sent before it does not count even when
+// QUIC declares it lost later (slow start's overshoot). It also
 // says when slow start and its recovery are over, and signals Drained.
 func TestLossCounts(t *testing.T) {
 	tr := newLossTracker()
@@ -256,9 +257,14 @@ func TestLossCounts(t *testing.T) {
 	lost(5) // sent before: forgotten
 	sent(10)
 	sent(11)
-	lost(11)
-	if s, l := p.LossCounts(); s != 12 || l != 2 {
-		t.Fatalf("after ForgetLosses: LossCounts = %d, %d; want 12, 2", s, l)
+	sent(12)
+	lost(10)
+	lost(11) // sent before 10 was declared lost: the same event
+	sent(13)
+	lost(12) // the same
+	lost(13) // sent after: a new event
+	if s, l := p.LossCounts(); s != 14 || l != 3 {
+		t.Fatalf("after ForgetLosses: LossCounts = %d, %d; want 14, 3", s, l)
 	}
 
 	// Drained: signalled when quic-go sent a packet and at most the level
@@ -266,7 +272,7 @@ func TestLossCounts(t *testing.T) {
 	ch := p.Drained(1)
 	tr.queue(datagram(KindPad, 0, 100))
 	tr.queue(datagram(KindPad, 0, 100))
-	tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: 12},
+	tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: 14},
 		Frames: []qlog.Frame{{Frame: &qlog.DatagramFrame{Length: 100}}}})
 	select {
 	case <-ch:
@@ -274,7 +280,7 @@ func TestLossCounts(t *testing.T) {
 		t.Fatal("no drained signal with one datagram left")
 	}
 	p.Drained(-1)
-	tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: 13},
+	tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: 15},
 		Frames: []qlog.Frame{{Frame: &qlog.DatagramFrame{Length: 100}}}})
 	select {
 	case <-ch:

@@ -199,14 +199,15 @@ func (p *Path) Settled() bool {
 	return p.loss == nil || p.loss.settled.Load()
 }
 
-// LossCounts returns the 1-RTT packets QUIC sent on the path and, of
-// those sent since the last ForgetLosses, the ones it declared lost
-// (cumulative); zeros without a loss tracker.
-func (p *Path) LossCounts() (sent, lost uint64) {
+// LossCounts returns the 1-RTT packets QUIC sent on the path and the loss
+// events among those sent since the last ForgetLosses (cumulative): a
+// loss and those of the packets sent before QUIC declared it are one
+// event. Zeros without a loss tracker.
+func (p *Path) LossCounts() (sent, events uint64) {
 	if p.loss == nil {
 		return 0, 0
 	}
-	return p.loss.sentPackets.Load(), p.loss.lostPackets.Load()
+	return p.loss.sentPackets.Load(), p.loss.lossEvents.Load()
 }
 
 // ForgetLosses leaves the packets sent so far out of LossCounts' lost

@@ -757,8 +757,8 @@ type PathStatus struct {
 	PeerRx       uint64 `json:"peer_rx_packets"` // what the peer says it received on this path
 	// What the scheduler knows of the path: its delivery rate (bytes/s),
 	// whether that was measured while the path was the limit (its
-	// capacity), and its loss rate (of the packets QUIC sent, those it
-	// declared lost).
+	// capacity), and its loss event rate (QUIC's loss events over the
+	// packets it sent).
 	Rate       float64       `json:"rate_bytes_per_s"`
 	IsCapacity bool          `json:"rate_is_capacity"`
 	Loss       float64       `json:"loss"`
