@@ -174,6 +174,11 @@ func TestAuto(t *testing.T) {
 		{"saturated spills", []PathState{slow, with(fast, deep(130))}, false, []int{0}, false},
 		{"saturated, queue short of the spread", []PathState{slow, with(fast, deep(110))}, false, []int{1}, false},
 		{"saturated, short queue stays", []PathState{slow, busy}, false, []int{1}, false},
+		// The bottleneck's queue: the RTT stands 60 ms above the base and
+		// the slow path's packet arrives 10 ms sooner; with 4 ms of
+		// jitter the home keeps it.
+		{"bottleneck queue spills", []PathState{slow, with(fast, func(s *PathState) { s.RTT = 80 * ms })}, false, []int{0}, false},
+		{"jitter is no queue", []PathState{slow, with(fast, func(s *PathState) { s.RTT = 24 * ms })}, false, []int{1}, false},
 		{"saturated, no spill to a long path", []PathState{rated(0, 1e6, 200*ms), with(rated(0, 1e6, 20*ms), deep(200))}, false, []int{1}, false},
 		// 250 packets at 6.25e6 B/s are 40 ms, the one-way difference of
 		// a path 80 ms longer, beyond the spreadLimit of a 40 ms home

@@ -60,8 +60,13 @@ const (
 	// it at probeInterval would cost a data plan some 400 MB a day; at
 	// this rate it costs a few hundred bytes a second.
 	meteredIdleProbe = 2 * time.Second
-	// reportInterval is how often each side reports what it received.
-	reportInterval = time.Second
+	// reportInterval is how often each side reports what it received,
+	// and busyReportInterval how often while data arrives: the sender's
+	// rate estimate takes one sample per report, and with one a second
+	// auto knew no rate for a new path's first 2 s, so a lone flow's
+	// excess could not spill onto a second path until then.
+	reportInterval     = time.Second
+	busyReportInterval = 250 * time.Millisecond
 	// minDeadAfter is the shortest silence that declares a path dead.
 	minDeadAfter = 250 * time.Millisecond
 	// minBusyDeadAfter is the shortest time data sent on a path may go
@@ -377,7 +382,7 @@ func (l *link) enqueueWait(p packetRef, t *time.Timer, d time.Duration) bool {
 func (l *link) sender(ctx context.Context) error {
 	ticks := time.NewTicker(probeInterval)
 	defer ticks.Stop()
-	reportEvery := reportInterval
+	reportEvery := busyReportInterval
 	if l.hello.Metered {
 		reportEvery = meteredIdleProbe // reports are not worth a data plan's bytes
 	}
@@ -406,7 +411,10 @@ func (l *link) sender(ctx context.Context) error {
 				return err
 			}
 		case <-reports.C:
-			if err := l.report(&t.lastReport); err != nil {
+			if !l.hello.Metered && l.rxPackets.Load() == t.lastReport.RxPackets && monotime()-t.lastReportAt < int64(reportInterval) {
+				continue // no data since the last report: once a second
+			}
+			if err := l.report(&t); err != nil {
 				return err
 			}
 		case <-l.path.Done():
@@ -448,7 +456,7 @@ func (l *link) sendData(p packetRef, resent bool) error {
 	return nil
 }
 
-// QUIC's congestion controller (quic-go's Cubic) leaves slow start for good
+// QUIC's congestion controller (quic-go's, NewReno in v0.65) leaves slow start for good
 // once its round trip time grows by an eighth (HyStart), even while the
 // connection sends next to nothing. A path that only carries acknowledgements
 // while the other direction fills the link's queue (an upload, on the
@@ -661,12 +669,13 @@ const mtuTicks = int(time.Second / probeInterval)
 
 // tickState is what the sender's ticks remember.
 type tickState struct {
-	ticks       int
-	seq, lastTx uint64
-	lastProbe   int64
-	told        restriction // the restriction the peer was last told of
-	lastReport  transport.Report
-	released    bool // the path's loss tracking was freed since data was last sent
+	ticks        int
+	seq, lastTx  uint64
+	lastProbe    int64
+	told         restriction // the restriction the peer was last told of
+	lastReport   transport.Report
+	lastReportAt int64 // monotime
+	released     bool  // the path's loss tracking was freed since data was last sent
 }
 
 // tick refreshes RTT and MTU, trims what was sent, and on the client
@@ -696,7 +705,7 @@ func (l *link) tick(t *tickState) error {
 	if r := l.restriction(); r != t.told {
 		// Tell the concentrator at once, not at the next report.
 		t.told = r
-		return l.report(&t.lastReport)
+		return l.report(t)
 	}
 	return nil
 }
@@ -706,15 +715,15 @@ func (l *link) tick(t *tickState) error {
 // A metered path skips a report that would say nothing new: on an idle
 // standby 4G uplink, reports every two seconds from both ends were half
 // of what it cost (measured: TestReportMeteredIdle).
-func (l *link) report(last *transport.Report) error {
+func (l *link) report(t *tickState) error {
 	r := transport.Report{RxPackets: l.rxPackets.Load(), RxBytes: l.rxBytes.Load(), HighestSeq: l.highestSeq.Load()}
 	if l.meter != nil {
 		r.Budget = l.restriction().String()
 	}
-	if l.hello.Metered && r == *last {
+	if l.hello.Metered && r == t.lastReport {
 		return nil
 	}
-	*last = r
+	t.lastReport, t.lastReportAt = r, monotime()
 	return l.path.WriteControl(&transport.Message{Report: &r})
 }
 
