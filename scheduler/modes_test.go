@@ -134,6 +134,13 @@ func TestAggregateEarliest(t *testing.T) {
 		{"queue outweighs RTT", []PathState{with(rated(0, 1e6, 20*ms), queued(60)), rated(0, 1e6, 60*ms)}, 1000, 1},
 		{"queue short of RTT", []PathState{with(rated(0, 1e6, 20*ms), queued(15)), rated(0, 1e6, 60*ms)}, 1000, 0},
 		{"queued bytes", []PathState{with(rated(0, 1e6, 20*ms), func(s *PathState) { s.Queued, s.QueuedBytes = 1, 60000 }), rated(0, 1e6, 60*ms)}, 1000, 1},
+		// The bottleneck's queue, as the RTT shows it above the base,
+		// delays the data by all of it: 20 + 55 ms against 60 ms.
+		{"network queue outweighs RTT", []PathState{with(rated(0, 6.25e6, 40*ms), func(s *PathState) { s.RTT = 95 * ms }), rated(0, 2.5e6, 120*ms)}, 1000, 1},
+		// A rate that is not a capacity (what the path happened to carry)
+		// counts as the fastest capacity: 30 ms against 20 + 40 ms.
+		{"carried rate is no capacity", []PathState{capacity(with(rated(0, 6.25e6, 40*ms), func(s *PathState) { s.RTT = 80 * ms })), rated(0, 2e4, 60*ms)}, 1000, 1},
+		{"network queue short of RTT", []PathState{with(rated(0, 6.25e6, 40*ms), func(s *PathState) { s.RTT = 70 * ms }), rated(0, 2.5e6, 120*ms)}, 1000, 0},
 		{"tie to lower index", []PathState{rated(0, 1e6, 20*ms), rated(0, 1e6, 20*ms)}, 1000, 0},
 		{"full winner drops", []PathState{with(rated(0, 1e6, 20*ms), queued(64)), rated(0, 1e3, 900*ms)}, 1000, -1},
 		{"full loser skipped", []PathState{with(rated(0, 1e6, 20*ms), queued(64)), rated(0, 1e6, 60*ms)}, 1000, 1},
