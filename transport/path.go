@@ -171,9 +171,9 @@ func (p *Path) Backlog() int {
 	return p.loss.backlog()
 }
 
-// Drained returns a channel signalled when quic-go took a datagram from
-// its send queue and at most level remain; a negative level stops the
-// signals. The caller owns the signals: one waiter at a time.
+// Drained returns a channel signalled when quic-go sent a packet and at
+// most level datagrams remain in its send queue; a negative level stops
+// the signals. The caller owns the signals: one waiter at a time.
 func (p *Path) Drained(level int) <-chan struct{} {
 	if p.loss == nil {
 		return nil

@@ -456,9 +456,9 @@ func (l *link) sendData(p packetRef, resent bool) error {
 	return nil
 }
 
-// QUIC's congestion controller (quic-go's, NewReno in v0.65) leaves slow start for good
-// once its round trip time grows by an eighth (HyStart), even while the
-// connection sends next to nothing. A path that only carries acknowledgements
+// QUIC's congestion controller (quic-go's, NewReno in v0.65) leaves slow
+// start for good once its round trip time grows by an eighth (HyStart),
+// even while the connection sends next to nothing. A path that only carries acknowledgements
 // while the other direction fills the link's queue (an upload, on the
 // concentrator's side) sees exactly that, and is left with its initial
 // window of 43 KB; congestion avoidance then grows it by one packet per
