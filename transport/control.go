@@ -83,18 +83,28 @@ var ErrBadMessage = errors.New("bad control message")
 
 // WriteMessage writes m to w in one Write call.
 func WriteMessage(w io.Writer, m *Message) error {
-	body, err := json.Marshal(m)
+	buf, err := marshalMessage(m)
 	if err != nil {
 		return err
 	}
+	_, err = w.Write(buf)
+	return err
+}
+
+// marshalMessage returns m framed for the control stream: its length in
+// two bytes, then its JSON.
+func marshalMessage(m *Message) ([]byte, error) {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
 	if len(body) > MaxControlMessage {
-		return fmt.Errorf("%w: %d bytes exceeds %d", ErrBadMessage, len(body), MaxControlMessage)
+		return nil, fmt.Errorf("%w: %d bytes exceeds %d", ErrBadMessage, len(body), MaxControlMessage)
 	}
 	buf := make([]byte, 2+len(body))
 	binary.BigEndian.PutUint16(buf, uint16(len(body)))
 	copy(buf[2:], body)
-	_, err = w.Write(buf)
-	return err
+	return buf, nil
 }
 
 // ReadMessage reads one message from r.

@@ -112,13 +112,18 @@ type lossTracker struct {
 	// waits for room).
 	drained    chan struct{}
 	drainLevel atomic.Int32
+
+	// ctrlSent counts the packets that carried control stream data, and
+	// ctrlSignal is signalled on each (see Path.TryWriteControl).
+	ctrlSent   atomic.Uint64
+	ctrlSignal chan struct{}
 }
 
 // lossEpoch is the origin of ackedAt's monotonic readings.
 var lossEpoch = time.Now()
 
 func newLossTracker() *lossTracker {
-	t := &lossTracker{ready: make(chan struct{}, 1), drained: make(chan struct{}, 1), largestAcked: -1}
+	t := &lossTracker{ready: make(chan struct{}, 1), drained: make(chan struct{}, 1), ctrlSignal: make(chan struct{}, 1), largestAcked: -1}
 	t.drainLevel.Store(-1)
 	t.eventEnd.Store(-1)
 	for i := range t.lostPNs {
@@ -233,6 +238,14 @@ func (t *lossTracker) packetSent(pn int64, frames []qlog.Frame) {
 		defer t.signalDrained(level)
 	}
 	for _, f := range frames {
+		if sf, ok := f.Frame.(*qlog.StreamFrame); ok && sf.Length > 0 { // the one stream is the control stream
+			t.ctrlSent.Add(1)
+			select {
+			case t.ctrlSignal <- struct{}{}:
+			default:
+			}
+			continue
+		}
 		df, ok := f.Frame.(*qlog.DatagramFrame)
 		if !ok {
 			continue

@@ -289,6 +289,57 @@ func (p *Path) WriteControl(m *Message) error {
 	return WriteMessage(p.ctrl, m)
 }
 
+// TryWriteControl queues one control message if it can do so without
+// waiting (for another writer, or for QUIC's flow control), and returns
+// ErrWouldBlock otherwise, having written nothing. Then it waits, at most
+// for wait, until QUIC has sent a packet with control stream data.
+//
+// What the caller sends after it then goes out after the message: QUIC
+// packs queued datagrams before stream data, so a message written just
+// before a burst of datagrams waits behind the whole burst, in the
+// connection's queues and then in the path's bottleneck queue.
+func (p *Path) TryWriteControl(m *Message, wait time.Duration) error {
+	if !p.writeMu.TryLock() {
+		return ErrWouldBlock
+	}
+	defer p.writeMu.Unlock()
+	b, err := marshalMessage(m)
+	if err != nil {
+		return err
+	}
+	var before uint64
+	if p.loss != nil {
+		select {
+		case <-p.loss.ctrlSignal: // an old signal
+		default:
+		}
+		before = p.loss.ctrlSent.Load()
+	}
+	if err := p.ctrl.TryWriteAll(b); errors.Is(err, quic.ErrWouldBlock) {
+		return ErrWouldBlock
+	} else if err != nil {
+		return err
+	}
+	if p.loss == nil || wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for p.loss.ctrlSent.Load() == before {
+		select {
+		case <-p.loss.ctrlSignal:
+		case <-t.C:
+			return nil
+		case <-p.conn.Context().Done():
+			return nil
+		}
+	}
+	return nil
+}
+
+// ErrWouldBlock is TryWriteControl's: the message would have to wait.
+var ErrWouldBlock = errors.New("transport: control message would block")
+
 // Stats returns QUIC's statistics of the path.
 func (p *Path) Stats() Stats {
 	s := p.conn.ConnectionStats()

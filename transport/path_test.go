@@ -121,3 +121,55 @@ func TestWrongConcentratorRefused(t *testing.T) {
 		t.Fatalf("Dial to a concentrator with the wrong key: err = %v, want ErrUnknownPeer", err)
 	}
 }
+
+// TestTryWriteControl: the message is queued without waiting for anyone,
+// and TryWriteControl returns once QUIC has sent it, so that datagrams
+// sent after it cannot go first; with the stream held by another writer
+// it writes nothing and says so.
+func TestTryWriteControl(t *testing.T) {
+	serverKey, clientKey := newKey(t), newKey(t)
+	l := listen(t, serverKey, clientKey.Public().(ed25519.PublicKey))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	serverPath := make(chan *Path, 1)
+	go func() {
+		p, err := l.Accept(ctx)
+		if err == nil {
+			_, err = p.Handshake(ctx)
+		}
+		if err == nil {
+			err = p.WriteControl(&Message{Welcome: &Welcome{Session: 1}})
+		}
+		if err != nil {
+			t.Error(err)
+		}
+		serverPath <- p
+	}()
+	cp, _, err := Dial(ctx, dialConfig(t, l, clientKey, serverKey.Public().(ed25519.PublicKey)), &Hello{Version: 1, Uplink: "wifi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Close("done")
+	sp := <-serverPath
+	if sp == nil {
+		t.FailNow()
+	}
+
+	cp.writeMu.Lock()
+	if err := cp.TryWriteControl(&Message{Paths: &Paths{Down: []string{"held"}}}, time.Second); !errors.Is(err, ErrWouldBlock) {
+		t.Errorf("with the stream held: %v, want ErrWouldBlock", err)
+	}
+	cp.writeMu.Unlock()
+
+	before := cp.loss.ctrlSent.Load()
+	if err := cp.TryWriteControl(&Message{Paths: &Paths{Down: []string{"4g"}}}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if cp.loss.ctrlSent.Load() == before {
+		t.Error("TryWriteControl returned before QUIC sent the message")
+	}
+	m, err := sp.ReadControl()
+	if err != nil || m.Paths == nil || len(m.Paths.Down) != 1 || m.Paths.Down[0] != "4g" {
+		t.Fatalf("peer read %+v, %v; want the paths message alone (nothing written while held)", m, err)
+	}
+}

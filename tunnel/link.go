@@ -653,8 +653,8 @@ func (l *link) controlReader(ctx context.Context) error {
 				l.peerRestrict.Store(int32(parseRestriction(m.Report.Budget)))
 			}
 		case m.Paths != nil && !l.probe: // only a client tells of its paths
-			if s := l.sess.Load(); s != nil {
-				s.setPeerDown(m.Paths.Down)
+			if s := l.sess.Load(); s != nil && s.setPeerDown(m.Paths.Down) {
+				s.failover(l.counters) // at once: the inner flows may be waiting for what it resends
 			}
 		case m.Error != "":
 			return errors.New("peer: " + m.Error)

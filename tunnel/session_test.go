@@ -204,18 +204,26 @@ func TestResendOnPathDown(t *testing.T) {
 }
 
 // TestPeerDownFollowsClient: the concentrator takes out exactly the paths
-// the client last said were down.
+// the client last said were down, and is told when one went down that was
+// not (it then resends what that one had in flight at once).
 func TestPeerDownFollowsClient(t *testing.T) {
 	s, _ := newSession(1, scheduler.Failover, 0, nil)
 	a, b := testLink("a", 0), testLink("b", 1)
 	s.addLink(a)
 	s.addLink(b)
 	now := monotime()
-	s.setPeerDown([]string{"a"})
+	if !s.setPeerDown([]string{"a"}) {
+		t.Error("down [a] after none: no path newly down")
+	}
 	if a.alive(now) || !b.alive(now) {
 		t.Fatalf("after down [a]: a alive %v, b alive %v", a.alive(now), b.alive(now))
 	}
-	s.setPeerDown(nil)
+	if s.setPeerDown([]string{"a"}) {
+		t.Error("down [a] again: a path newly down")
+	}
+	if s.setPeerDown(nil) {
+		t.Error("down [] after [a]: a path newly down")
+	}
 	if !a.alive(now) {
 		t.Fatal("a still down after the client said it is up")
 	}
