@@ -230,3 +230,46 @@ func New(mode Mode) (Scheduler, error) {
 		return failover{}, nil
 	}
 }
+
+// AskBeforeResend decides what a client does with bytes that a path which
+// just died sent in the round trip before it was last heard from: most of
+// them usually arrived (a link that goes down loses what its own queues
+// held, and congestion a packet here and there), but nothing says which.
+// Resending them all at once costs the surviving paths their carriage,
+// and holds up what follows; asking the peer which it lacks costs a round
+// trip of the surviving paths first. It asks when carrying the bytes takes
+// longer than that round trip, or when every surviving path is metered
+// (the bytes cost money); with no surviving path, or none whose rate is
+// known, it does not.
+func AskBeforeResend(states []PathState, bytes int) bool {
+	var rate float64
+	var rtt time.Duration
+	unmetered, up := false, false
+	for _, st := range states {
+		if !st.Up {
+			continue
+		}
+		up = true
+		if st.Metered {
+			continue
+		}
+		unmetered = true
+		rate += st.Rate
+		r := st.MinRTT
+		if r == 0 {
+			r = st.RTT
+		}
+		if r > 0 && (rtt == 0 || r < rtt) {
+			rtt = r
+		}
+	}
+	switch {
+	case !up:
+		return false
+	case !unmetered:
+		return true
+	case rate <= 0 || rtt == 0:
+		return false
+	}
+	return time.Duration(float64(bytes)/rate*float64(time.Second)) > rtt
+}

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"testing"
+	"time"
 )
 
 func TestParseMode(t *testing.T) {
@@ -146,4 +147,34 @@ func down(prio int, weight float64) PathState {
 	s := up(prio, weight)
 	s.Up = false
 	return s
+}
+
+func TestAskBeforeResend(t *testing.T) {
+	const ms = time.Millisecond
+	dead := PathState{Up: false, Rate: 6e6, MinRTT: 40 * ms}
+	fourG := PathState{Up: true, Rate: 1.25e6, MinRTT: 60 * ms}   // 10 Mbit/s
+	slowFar := PathState{Up: true, Rate: 2.5e6, MinRTT: 120 * ms} // 20 Mbit/s, 120 ms
+	metered := PathState{Up: true, Rate: 1.25e6, MinRTT: 60 * ms, Metered: true}
+	unknown := PathState{Up: true, RTT: 60 * ms}
+	tests := []struct {
+		name   string
+		states []PathState
+		bytes  int
+		want   bool
+	}{
+		{"a round trip of 50 Mbit/s over 10 Mbit/s", []PathState{dead, fourG}, 375_000, true},       // 300 ms > 60 ms
+		{"a few packets over 10 Mbit/s", []PathState{dead, fourG}, 30_000, false},                   // 24 ms < 60 ms
+		{"far survivor: resend", []PathState{dead, slowFar}, 250_000, false},                        // 100 ms < 120 ms
+		{"far survivor, more bytes: ask", []PathState{dead, slowFar}, 400_000, true},                // 160 ms > 120 ms
+		{"two survivors carry it sooner", []PathState{dead, fourG, fourG, slowFar}, 300_000, false}, // 60 ms, not above
+		{"only metered survivors: ask", []PathState{dead, metered}, 10_000, true},
+		{"metered survivor beside an unmetered one", []PathState{dead, metered, fourG}, 30_000, false},
+		{"rate unknown: resend", []PathState{dead, unknown}, 375_000, false},
+		{"no survivor", []PathState{dead}, 375_000, false},
+	}
+	for _, tt := range tests {
+		if got := AskBeforeResend(tt.states, tt.bytes); got != tt.want {
+			t.Errorf("%s: AskBeforeResend(%d bytes) = %v, want %v", tt.name, tt.bytes, got, tt.want)
+		}
+	}
 }

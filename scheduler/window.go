@@ -1,5 +1,7 @@
 package scheduler
 
+import "slices"
+
 // Window geometry: a ring of 128 64-bit blocks (8192 bits), as in
 // WireGuard's replay.Filter and RFC 6479. One block is always the one being
 // filled, so the usable window is one block short of the ring.
@@ -57,4 +59,55 @@ func (w *Window) advance(block uint64) {
 	for b := cur + 1; b <= cur+n; b++ {
 		w.ring[b%ringBlocks] = 0
 	}
+}
+
+// Last returns the highest sequence number accepted so far (0 if none).
+func (w *Window) Last() uint64 { return w.last }
+
+// Gaps appends to dst, in ascending order, the inclusive ranges of the
+// sequence numbers not seen that lie at or after from and below the
+// highest accepted, at most limit of them (the newest ones), and returns
+// the lowest sequence number the ranges account for: every seq from it
+// up to Last is either seen or in a range. The window only reaches
+// WindowSize back, so neither does that number.
+func (w *Window) Gaps(dst [][2]uint64, from uint64, limit int) ([][2]uint64, uint64) {
+	lo := from
+	if w.last > WindowSize {
+		lo = max(lo, w.last-WindowSize)
+	}
+	if lo >= w.last {
+		return dst, w.last
+	}
+	start := len(dst)
+	covered := lo
+	inGap := false
+	var hi uint64 // the highest seq of the gap being walked, while inGap
+	for seq := w.last; seq > lo; {
+		seq--
+		if w.seen(seq) {
+			if inGap {
+				dst = append(dst, [2]uint64{seq + 1, hi})
+				inGap = false
+			}
+			continue
+		}
+		if !inGap {
+			if len(dst)-start == limit {
+				covered = seq + 1
+				break
+			}
+			inGap, hi = true, seq
+		}
+	}
+	if inGap {
+		dst = append(dst, [2]uint64{lo, hi})
+	}
+	slices.Reverse(dst[start:])
+	return dst, covered
+}
+
+// seen says whether seq, no more than WindowSize behind the highest seq
+// accepted, was accepted.
+func (w *Window) seen(seq uint64) bool {
+	return w.ring[(seq/blockBits)%ringBlocks]&(1<<(seq%blockBits)) != 0
 }

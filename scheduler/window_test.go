@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -196,4 +197,72 @@ func BenchmarkWindowAccept(b *testing.B) {
 			w.Accept(i / 2) // every seq twice, as on two paths
 		}
 	})
+}
+
+func TestWindowGaps(t *testing.T) {
+	var w Window
+	for _, seq := range []uint64{1, 2, 5, 6, 9, 10} {
+		w.Accept(seq)
+	}
+	tests := []struct {
+		from        uint64
+		limit       int
+		want        [][2]uint64
+		wantCovered uint64
+	}{
+		{0, 10, [][2]uint64{{0, 0}, {3, 4}, {7, 8}}, 0},
+		{4, 10, [][2]uint64{{4, 4}, {7, 8}}, 4},
+		{0, 1, [][2]uint64{{7, 8}}, 5}, // only the newest: 3 and 4 are not accounted for
+		{0, 0, nil, 9},
+		{10, 5, nil, 10},
+		{20, 5, nil, 10},
+	}
+	for _, tt := range tests {
+		got, covered := w.Gaps(nil, tt.from, tt.limit)
+		if !slices.Equal(got, tt.want) || covered != tt.wantCovered {
+			t.Errorf("Gaps(from %d, limit %d) = %v, %d; want %v, %d", tt.from, tt.limit, got, covered, tt.want, tt.wantCovered)
+		}
+	}
+}
+
+// TestWindowGapsRandom checks Gaps against the reference model: the ranges
+// ascend, hold only unseen seqs, and with what was seen account for every
+// seq from the returned one up to the highest.
+func TestWindowGapsRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for run := range 200 {
+		var w Window
+		ref := newRefWindow()
+		base := rng.Uint64N(1 << 40)
+		for range rng.IntN(3 * WindowSize) {
+			seq := base + rng.Uint64N(2*WindowSize)
+			w.Accept(seq)
+			ref.Accept(seq)
+		}
+		from := base + rng.Uint64N(2*WindowSize)
+		limit := rng.IntN(50)
+		gaps, covered := w.Gaps(nil, from, limit)
+		if len(gaps) > limit {
+			t.Fatalf("run %d: %d ranges, limit %d", run, len(gaps), limit)
+		}
+		if covered < from && ref.last > from || ref.last > WindowSize && covered < ref.last-WindowSize {
+			t.Fatalf("run %d: covered from %d, asked from %d, highest %d", run, covered, from, ref.last)
+		}
+		inGap := map[uint64]bool{}
+		prev := uint64(0)
+		for i, g := range gaps {
+			if g[0] > g[1] || i > 0 && g[0] <= prev+1 || g[0] < covered || g[1] >= ref.last {
+				t.Fatalf("run %d: bad range %v in %v (covered %d, highest %d)", run, g, gaps, covered, ref.last)
+			}
+			prev = g[1]
+			for seq := g[0]; seq <= g[1]; seq++ {
+				inGap[seq] = true
+			}
+		}
+		for seq := covered; seq < ref.last; seq++ {
+			if ref.seen[seq] == inGap[seq] {
+				t.Fatalf("run %d: seq %d seen %v, in a gap %v", run, seq, ref.seen[seq], inGap[seq])
+			}
+		}
+	}
 }

@@ -72,6 +72,7 @@ func TestControlRoundTrip(t *testing.T) {
 		{Welcome: &Welcome{Session: 7, Name: "laptop", Addresses: []netip.Prefix{netip.MustParsePrefix("100.96.0.2/16")}, MTU: 1380}},
 		{Report: &Report{RxPackets: 10, RxBytes: 12000, HighestSeq: 99}},
 		{Paths: &Paths{Down: []string{"isp1", "lte"}}},
+		{Missing: &Missing{Highest: 900, From: 100, Gaps: [][2]uint64{{100, 120}, {500, 500}}}},
 		{Error: "unknown client"},
 	}
 	var buf bytes.Buffer
@@ -95,7 +96,13 @@ func TestControlRoundTrip(t *testing.T) {
 }
 
 func TestControlRejects(t *testing.T) {
-	bad := []string{`{}`, `{"error":"x","report":{}}`, `not json`, `{"hello":{"version":"one"}}`}
+	bad := []string{`{}`, `{"error":"x","report":{}}`, `not json`, `{"hello":{"version":"one"}}`,
+		`{"missing":{"highest":5,"from":6}}`,                           // from above highest
+		`{"missing":{"highest":50,"from":0,"gaps":[[10,20],[15,30]]}}`, // overlapping
+		`{"missing":{"highest":50,"from":0,"gaps":[[30,20]]}}`,         // reversed
+		`{"missing":{"highest":50,"from":20,"gaps":[[10,30]]}}`,        // below from
+		`{"missing":{"highest":50,"from":0,"gaps":[[40,60]]}}`,         // above highest
+	}
 	for _, body := range bad {
 		if _, err := ParseMessage([]byte(body)); !errors.Is(err, ErrBadMessage) {
 			t.Errorf("ParseMessage(%s): err = %v, want ErrBadMessage", body, err)
@@ -125,4 +132,18 @@ func FuzzReadMessage(f *testing.F) {
 			t.Fatalf("re-encoded message does not parse: %v", err)
 		}
 	})
+}
+
+func TestMissingLacks(t *testing.T) {
+	m := &Missing{Highest: 100, From: 10, Gaps: [][2]uint64{{10, 12}, {50, 50}, {70, 80}}}
+	for seq, want := range map[uint64]bool{
+		0: true, 9: true, // below From: unknown
+		10: true, 12: true, 13: false, 49: false, 50: true, 51: false,
+		69: false, 70: true, 75: true, 80: true, 81: false, 100: false,
+		101: true, // above Highest
+	} {
+		if got := m.Lacks(seq); got != want {
+			t.Errorf("Lacks(%d) = %v, want %v", seq, got, want)
+		}
+	}
 }

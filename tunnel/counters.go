@@ -20,6 +20,8 @@ type Counters struct {
 	ICMPSent       atomic.Uint64 // "too big" messages written to the TUN
 	MSSClamped     atomic.Uint64 // SYNs whose MSS we lowered
 	Resent         atomic.Uint64 // in flight on a path that died: sent again on another
+	ResendSkipped  atomic.Uint64 // in flight on a path that died, not sent again: the peer said it had it
+	ResendExpired  atomic.Uint64 // in flight on a path that died, held back for the peer's answer, which came too late
 	LossResent     atomic.Uint64 // in a packet QUIC declared lost: sent again
 }
 
@@ -31,6 +33,8 @@ func (c *Counters) Snapshot() CounterSnapshot {
 	return CounterSnapshot{
 		"tun_rx_packets":   c.TunRxPackets.Load(),
 		"resent":           c.Resent.Load(),
+		"resend_skipped":   c.ResendSkipped.Load(),
+		"resend_expired":   c.ResendExpired.Load(),
 		"loss_resent":      c.LossResent.Load(),
 		"tun_tx_packets":   c.TunTxPackets.Load(),
 		"drop_malformed":   c.DropMalformed.Load(),

@@ -374,6 +374,36 @@ func TestTCPSurvivesPathCut(t *testing.T) {
 	}
 }
 
+// TestCutAsksConcentrator: when the busy path goes down (a kernel event)
+// and the path left is metered, the client holds back what the dead path
+// sent in its last round trip, the concentrator says what it lacks, and
+// the client resends only that: here nothing, since the path died only in
+// the kernel's word and delivered everything.
+func TestCutAsksConcentrator(t *testing.T) {
+	h := newHarness(t)
+	h.metered = map[int]bool{1: true}
+	server := h.netstackConcentrator()
+	client := h.netstackClient(scheduler.Failover, 2)
+	waitFor(t, "paths up", 10*time.Second, h.pathsUp(2))
+	const size = 8 << 20
+	var once sync.Once
+	transfer(t, client, server, size, func(n int64) {
+		if n > size/3 {
+			once.Do(func() { h.linkEvents <- transport.LinkEvent{Interface: "wlan0", Up: false} })
+		}
+	})
+	// The answer may come after the transfer ends (the concentrator waits
+	// for the path to fall quiet, and the client still probes it).
+	answered := func() bool {
+		c := h.client.Status().Counters
+		return c["resend_skipped"] > 0 || c["resend_expired"] > 0
+	}
+	waitFor(t, "the held back datagrams to be dealt with", 5*time.Second, answered)
+	if c := h.client.Status().Counters; c["resend_skipped"] == 0 || c["resend_expired"] != 0 {
+		t.Errorf("resend_skipped %d, resend_expired %d: want some skipped on the concentrator's word, none expired", c["resend_skipped"], c["resend_expired"])
+	}
+}
+
 func TestAggregateUsesBothPaths(t *testing.T) {
 	h := newHarness(t)
 	server := h.netstackConcentrator()

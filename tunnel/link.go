@@ -655,6 +655,11 @@ func (l *link) controlReader(ctx context.Context) error {
 		case m.Paths != nil && !l.probe: // only a client tells of its paths
 			if s := l.sess.Load(); s != nil && s.setPeerDown(m.Paths.Down) {
 				s.failover(l.counters) // at once: the inner flows may be waiting for what it resends
+				go s.answerMissing(l)
+			}
+		case m.Missing != nil && l.probe: // only the concentrator answers
+			if s := l.sess.Load(); s != nil {
+				s.resendMissing(m.Missing, l.counters)
 			}
 		case m.Error != "":
 			return errors.New("peer: " + m.Error)

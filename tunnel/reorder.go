@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/braid-tunnel/braid/scheduler"
+	"github.com/braid-tunnel/braid/transport"
 )
 
 // The receive side of a session: duplicate filter, then reorder buffer,
@@ -184,3 +185,44 @@ func (s *session) resetRx(w *tunWriter) {
 		s.dropReorder()
 	}
 }
+
+// answerMissing tells the client, on l, which of its data datagrams the
+// session lacks (transport.Missing), once the paths it said are down have
+// fallen quiet (missingQuiet), or after missingQuietMax: what they still
+// deliver, from their queues, is not missing.
+func (s *session) answerMissing(l *link) {
+	start := monotime()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		<-t.C
+		now := monotime()
+		var wait int64
+		for _, d := range *s.links.Load() {
+			if d.peerDown.Load() {
+				wait = max(wait, d.lastRecv.Load()+int64(missingQuiet)-now)
+			}
+		}
+		wait = min(wait, start+int64(missingQuietMax)-now)
+		if wait <= 0 {
+			break
+		}
+		t.Reset(time.Duration(wait))
+	}
+	s.rxMu.Lock()
+	m := &transport.Missing{Highest: s.window.Last()}
+	m.Gaps, m.From = s.window.Gaps(nil, 0, transport.MaxMissingGaps)
+	s.rxMu.Unlock()
+	l.path.WriteControl(&transport.Message{Missing: m}) // a path that fails here is being replaced
+}
+
+// missingQuiet is how long a dead path must have delivered nothing before
+// the concentrator says what it lacks: a busy path delivers a datagram a
+// millisecond or more often (at 10 Mbit/s and more), and one silent for
+// 10 ms has delivered what its queues held. missingQuietMax bounds the
+// wait for one that keeps delivering (its client says it is down all the
+// same): a bottleneck queue holds tens of milliseconds.
+const (
+	missingQuiet    = 10 * time.Millisecond
+	missingQuietMax = 100 * time.Millisecond
+)

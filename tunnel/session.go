@@ -54,8 +54,13 @@ type session struct {
 	states []scheduler.PathState
 	picks  []int
 	resent []packetRef
-	died   []*link     // look's: the links that went down since the last look
-	timer  *time.Timer // bounds a wait for queue room (enqueueWait)
+	died   []*link // look's: the links that went down since the last look
+	// limbo holds, on the client, what dead paths sent in the round trip
+	// before they were last heard from, until the concentrator says which
+	// of it it lacks (transport.Missing) or limboUntil passes.
+	limbo      []packetRef
+	limboUntil int64
+	timer      *time.Timer // bounds a wait for queue room (enqueueWait)
 }
 
 func newSession(id uint64, mode scheduler.Mode, copies int, classes []scheduler.Class) (*session, error) {
@@ -227,6 +232,10 @@ func (s *session) look(c *Counters) []*link {
 	for _, l := range s.died {
 		s.resend(links, l, now, c)
 	}
+	if len(s.limbo) > 0 && now > s.limboUntil {
+		c.ResendExpired.Add(uint64(len(s.limbo)))
+		s.limbo = freeAll(s.limbo)
+	}
 	return links
 }
 
@@ -235,15 +244,16 @@ func (s *session) look(c *Counters) []*link {
 // have died with it) and those still waiting in its queue. They keep
 // their sequence numbers, so the peer drops the ones that did arrive.
 //
-// The order matters as much as the set: the surviving path is often a
-// standby whose congestion window is still the initial one, so it
-// carries a few dozen packets in its first round trip and twice as many
-// in each of the next. What was sent after dead was last heard from
-// is lost whatever failed, and goes first, oldest first, then what
-// is still queued; what was sent in the round trip before that goes last,
-// since only a failure far from us (the peer's side of the path) loses it.
-// A link that goes down under us loses only the former, and an inner
-// flow whose holes are filled first resumes a round trip or two sooner.
+// What was sent after dead was last heard from is lost whatever failed,
+// and goes at once, oldest first, then what is still queued. What was
+// sent in the round trip before that was lost only if the failure was
+// far from us, or to congestion QUIC had no time to declare: mostly it
+// arrived. Where carrying it would take the surviving paths longer than
+// their round trip (a round trip of a fast path over a slow one), or
+// cost a metered path's plan, the client holds it back (limbo) until the
+// concentrator, told of the dead path, answers which of it it lacks
+// (resendMissing). Otherwise, and on the concentrator, whom nobody
+// answers, that part is resent last.
 func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 	last := dead.heard()
 	var early int
@@ -257,10 +267,62 @@ func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 		default:
 		}
 	}
-	rotateLeft(s.resent, early)
+	if s.announce != nil && s.askFirst(links, now, s.resent[:early]) {
+		s.limbo = append(s.limbo, s.resent[:early]...)
+		s.limboUntil = now + int64(limboWait)
+		clear(s.resent[:early])
+		s.resent = s.resent[:copy(s.resent, s.resent[early:])]
+	} else {
+		rotateLeft(s.resent, early)
+	}
+	s.requeue(links, s.resent, now, c)
+}
+
+// askFirst says whether to hold back pkts and ask which of them the
+// concentrator lacks, rather than resend them at once (see
+// scheduler.AskBeforeResend).
+func (s *session) askFirst(links []*link, now int64, pkts []packetRef) bool {
+	bytes := 0
+	for _, p := range pkts {
+		bytes += p.n
+	}
+	s.fillStates(links, now, false)
+	return scheduler.AskBeforeResend(s.states, bytes)
+}
+
+// limboWait bounds how long the client holds what a dead path may have
+// lost for the concentrator's answer: the surviving path's round trip
+// (hundreds of milliseconds on a poor uplink) plus the concentrator's
+// wait for the dead path to fall quiet (missingQuietMax).
+const limboWait = 500 * time.Millisecond
+
+// resendMissing resends, of what the client holds back (limbo), what the
+// concentrator says it lacks, and frees the rest.
+func (s *session) resendMissing(m *transport.Missing, c *Counters) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.resent = s.resent[:0]
+	for _, p := range s.limbo {
+		if m.Lacks(p.seq()) {
+			s.resent = append(s.resent, p)
+		} else {
+			putBuffer(p.buf)
+			c.ResendSkipped.Add(1)
+		}
+	}
+	clear(s.limbo)
+	s.limbo = s.limbo[:0]
+	s.requeue(*s.links.Load(), s.resent, monotime(), c)
+}
+
+// requeue queues pkts, which it owns, on the paths the scheduler picks
+// now, waiting for room as the TUN reader does but for maxResendWait in
+// all: what would leave later than that only duplicates the inner flows'
+// own retransmissions. s.sendMu is held.
+func (s *session) requeue(links []*link, pkts []packetRef, now int64, c *Counters) {
 	until := now + int64(maxResendWait)
-	for k, p := range s.resent {
-		s.resent[k] = packetRef{}
+	for k, p := range pkts {
+		pkts[k] = packetRef{}
 		info, err := packet.Parse(p.packet())
 		if err != nil {
 			putBuffer(p.buf)
@@ -277,12 +339,19 @@ func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 			putBuffer(p.buf)
 			continue
 		}
-		// Wait for room as the reader does, but give up on the rest once
-		// the burst takes too long: they would come too late to help.
 		if links[s.picks[0]].enqueueWait(p, s.timer, time.Duration(until-monotime())) {
 			c.Resent.Add(1)
 		}
 	}
+}
+
+// freeAll frees the buffers of pkts and returns it emptied.
+func freeAll(pkts []packetRef) []packetRef {
+	for i, p := range pkts {
+		putBuffer(p.buf)
+		pkts[i] = packetRef{}
+	}
+	return pkts[:0]
 }
 
 // tryAnnounce tells the concentrator, on every path that is up, which

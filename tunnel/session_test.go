@@ -203,6 +203,83 @@ func TestResendOnPathDown(t *testing.T) {
 	}
 }
 
+// TestResendAsksFirst: a client whose only surviving path is metered
+// resends at once what the dead path sent after it was last heard from
+// and what was still queued for it, holds back what it sent in the round
+// trip before, and resends of that only what the concentrator says it
+// lacks; what it holds past limboWait is let go.
+func TestResendAsksFirst(t *testing.T) {
+	s, err := newSession(1, scheduler.Failover, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := testLink("a", 0), testLink("b", 1)
+	b.hello.Metered = true
+	s.addLink(a)
+	s.addLink(b)
+	var c Counters
+	for range 6 {
+		if res := sendOne(t, s, &c); res != sent {
+			t.Fatalf("send = %v", res)
+		}
+	}
+	// A client's (set now: its links have no paths to announce on, and
+	// the sends above looked at them).
+	s.announce = make(chan struct{}, 1)
+	// a's sender sends five: 1 and 2 before it last heard from the peer,
+	// 3 to 5 after; 6 is still queued.
+	t0 := monotime()
+	for seq := range 5 {
+		p := <-a.queue
+		at := t0 + 2
+		if seq < 2 {
+			at = t0
+		}
+		a.sent.add(p, at, 0, false)
+	}
+	a.lastRecv.Store(t0 + 1)
+	a.rtt.Store(int64(time.Second))
+	a.dead.Store(true)
+	links := *s.links.Load()
+	s.sendMu.Lock()
+	s.resend(links, a, monotime(), &c)
+	a.wasUp = false // as look does
+	s.sendMu.Unlock()
+	queued := func() []uint64 {
+		var seqs []uint64
+		for len(b.queue) > 0 {
+			seqs = append(seqs, (<-b.queue).seq())
+		}
+		return seqs
+	}
+	if got, want := queued(), []uint64{3, 4, 5, 6}; !slices.Equal(got, want) {
+		t.Fatalf("resent at once %v, want %v", got, want)
+	}
+	if len(s.limbo) != 2 {
+		t.Fatalf("holds %d back, want 2", len(s.limbo))
+	}
+	s.resendMissing(&transport.Missing{Highest: 6, From: 1, Gaps: [][2]uint64{{2, 2}}}, &c)
+	if got, want := queued(), []uint64{2}; !slices.Equal(got, want) {
+		t.Errorf("resent on the answer %v, want %v", got, want)
+	}
+	if n := c.ResendSkipped.Load(); n != 1 || len(s.limbo) != 0 {
+		t.Errorf("skipped %d, %d still held; want 1, 0", n, len(s.limbo))
+	}
+
+	// Held back again, and no answer comes in time.
+	for range 2 {
+		if res := sendOne(t, s, &c); res != sent {
+			t.Fatalf("send = %v", res)
+		}
+	}
+	s.limbo = append(s.limbo, <-b.queue, <-b.queue)
+	s.limboUntil = monotime() - 1
+	s.failover(&c)
+	if n := c.ResendExpired.Load(); n != 2 || len(s.limbo) != 0 {
+		t.Errorf("after limboWait: %d expired, %d still held; want 2, 0", n, len(s.limbo))
+	}
+}
+
 // TestPeerDownFollowsClient: the concentrator takes out exactly the paths
 // the client last said were down, and is told when one went down that was
 // not (it then resends what that one had in flight at once).
