@@ -1,6 +1,9 @@
 package scheduler
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
 
 // aggregate sends each packet on the path where it is predicted to arrive
 // first (see arrival and earliest). That fills every path in proportion
@@ -13,7 +16,11 @@ import "slices"
 // over the usable paths in proportion to their weights with nginx's smooth
 // weighted round-robin: on each pick, every usable path's current value
 // grows by its weight, the path with the largest current value wins and
-// has the total of the weights subtracted.
+// has the total of the weights subtracted. Only paths whose base RTT is
+// within spreadLimit of the shortest take part, as auto's homes: a flow
+// spread over 10 ms and 400 ms paths before their rates are known waits
+// for the slow one at the receiver, and a TCP upload that starts so
+// stayed at 0.62 of the fast uplink alone.
 // The result is deterministic and evenly interleaved: with weights 3:1 the
 // sequence is a a b a, a a b a, ...
 //
@@ -39,15 +46,22 @@ func (a *aggregate) Pick(dst []int, p Packet, paths []PathState) []int {
 	return a.roundRobin(dst, paths, metered)
 }
 
-// roundRobin is the smooth weighted round-robin pick.
+// roundRobin is the smooth weighted round-robin pick, among the usable
+// paths whose base RTT is within spreadLimit of the shortest (or unknown).
 func (a *aggregate) roundRobin(dst []int, paths []PathState, metered bool) []int {
 	if len(a.current) != len(paths) {
 		a.reset(len(paths))
 	}
+	var nearest time.Duration
+	for i := range paths {
+		if s := &paths[i]; s.usable(metered) && s.baseRTT() > 0 && (nearest == 0 || s.baseRTT() < nearest) {
+			nearest = s.baseRTT()
+		}
+	}
 	best, total := -1, 0.0
 	for i := range paths {
 		s := &paths[i]
-		if !s.usable(metered) {
+		if !s.usable(metered) || nearest > 0 && s.baseRTT() > spreadLimit(nearest) {
 			continue
 		}
 		w := s.weight()

@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestAggregateShare(t *testing.T) {
@@ -70,6 +71,11 @@ func TestAggregateSkips(t *testing.T) {
 		{"all unusable", []PathState{down(0, 1), full(0, 1)}, []int{0, 0}},
 		{"bad weights count as 1", []PathState{up(0, 0), up(0, -2), up(0, math.NaN()), up(0, 1)}, []int{100, 100, 100, 100}},
 		{"huge weight", []PathState{up(0, math.Inf(1)), up(0, 1)}, []int{400, 0}},
+		// Before rates are known, only paths near the shortest RTT share.
+		{"far path waits for rates", []PathState{withRTT(up(0, 1), 20), withRTT(up(0, 1), 400)}, []int{400, 0}},
+		{"near paths share", []PathState{withRTT(up(0, 1), 20), withRTT(up(0, 1), 60)}, []int{200, 200}},
+		{"unknown RTT shares", []PathState{withRTT(up(0, 1), 20), up(0, 1)}, []int{200, 200}},
+		{"nearest down: the far one carries", []PathState{withRTT(down(0, 1), 20), withRTT(up(0, 1), 400)}, []int{0, 400}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,4 +184,11 @@ func sum(a []int) int {
 		n += x
 	}
 	return n
+}
+
+// withRTT is s with a base RTT of ms milliseconds.
+func withRTT(s PathState, ms int) PathState {
+	s.RTT = time.Duration(ms) * time.Millisecond
+	s.MinRTT = s.RTT
+	return s
 }
