@@ -45,41 +45,60 @@ func dialConfig(t *testing.T, l *Listener, client ed25519.PrivateKey, server ed2
 	return DialConfig{Remote: l.Addr().(*net.UDPAddr).AddrPort(), Source: netip.MustParseAddr("127.0.0.1"), TLS: conf}
 }
 
-func TestDialHandshakeAndDatagrams(t *testing.T) {
+// pair is a path between a client and a listener on loopback, and what
+// each end heard in the handshake.
+type pair struct {
+	client, server *Path
+	clientKey      ed25519.PrivateKey
+	hello          *Hello   // as the server read it
+	welcome        *Welcome // as the client read it
+}
+
+// connect dials a path with hello, answered with welcome; the paths close
+// when the test ends.
+func connect(t *testing.T, hello *Hello, welcome *Welcome) *pair {
+	t.Helper()
 	serverKey, clientKey := newKey(t), newKey(t)
 	l := listen(t, serverKey, clientKey.Public().(ed25519.PublicKey))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-
-	serverPath := make(chan *Path, 1)
+	pr := &pair{clientKey: clientKey}
+	accepted := make(chan error, 1)
 	go func() {
 		p, err := l.Accept(ctx)
-		if err != nil {
-			t.Error(err)
-			close(serverPath)
-			return
+		if err == nil {
+			pr.server = p
+			pr.hello, err = p.Handshake(ctx)
 		}
-		h, err := p.Handshake(ctx)
-		if err != nil || h.Uplink != "wifi" {
-			t.Errorf("handshake: %v, %+v", err, h)
+		if err == nil {
+			err = p.WriteControl(&Message{Welcome: welcome})
 		}
-		p.WriteControl(&Message{Welcome: &Welcome{Session: 9, Name: "laptop"}})
-		serverPath <- p
+		accepted <- err
 	}()
-
-	cp, w, err := Dial(ctx, dialConfig(t, l, clientKey, serverKey.Public().(ed25519.PublicKey)), &Hello{Version: 1, Uplink: "wifi"})
+	cp, w, err := Dial(ctx, dialConfig(t, l, clientKey, serverKey.Public().(ed25519.PublicKey)), hello)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cp.Close("done")
-	if w.Session != 9 || w.Name != "laptop" {
+	t.Cleanup(func() { cp.Close("done") })
+	if err := <-accepted; err != nil {
+		t.Fatal(err)
+	}
+	pr.client, pr.welcome = cp, w
+	return pr
+}
+
+func TestDialHandshakeAndDatagrams(t *testing.T) {
+	pr := connect(t, &Hello{Version: 1, Uplink: "wifi"}, &Welcome{Session: 9, Name: "laptop"})
+	cp, sp := pr.client, pr.server
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if pr.hello.Uplink != "wifi" {
+		t.Errorf("hello as the server read it: %+v", pr.hello)
+	}
+	if w := pr.welcome; w.Session != 9 || w.Name != "laptop" {
 		t.Errorf("welcome = %+v", w)
 	}
-	sp := <-serverPath
-	if sp == nil {
-		t.FailNow()
-	}
-	if !bytes.Equal(sp.PeerKey(), clientKey.Public().(ed25519.PublicKey)) {
+	if !bytes.Equal(sp.PeerKey(), pr.clientKey.Public().(ed25519.PublicKey)) {
 		t.Error("server sees the wrong client key")
 	}
 	if err := cp.Send([]byte("ping")); err != nil {
@@ -127,33 +146,8 @@ func TestWrongConcentratorRefused(t *testing.T) {
 // sent after it cannot go first; with the stream held by another writer
 // it writes nothing and says so.
 func TestTryWriteControl(t *testing.T) {
-	serverKey, clientKey := newKey(t), newKey(t)
-	l := listen(t, serverKey, clientKey.Public().(ed25519.PublicKey))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	serverPath := make(chan *Path, 1)
-	go func() {
-		p, err := l.Accept(ctx)
-		if err == nil {
-			_, err = p.Handshake(ctx)
-		}
-		if err == nil {
-			err = p.WriteControl(&Message{Welcome: &Welcome{Session: 1}})
-		}
-		if err != nil {
-			t.Error(err)
-		}
-		serverPath <- p
-	}()
-	cp, _, err := Dial(ctx, dialConfig(t, l, clientKey, serverKey.Public().(ed25519.PublicKey)), &Hello{Version: 1, Uplink: "wifi"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Close("done")
-	sp := <-serverPath
-	if sp == nil {
-		t.FailNow()
-	}
+	pr := connect(t, &Hello{Version: 1, Uplink: "wifi"}, &Welcome{Session: 1})
+	cp, sp := pr.client, pr.server
 
 	cp.writeMu.Lock()
 	if err := cp.TryWriteControl(&Message{Paths: &Paths{Down: []string{"held"}}}, time.Second); !errors.Is(err, ErrWouldBlock) {

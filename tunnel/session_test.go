@@ -153,6 +153,31 @@ func TestRotateLeft(t *testing.T) {
 	}
 }
 
+// killInFlight sends six packets through s, all queued on a, has a's
+// sender send five of them (1 and 2 before it last heard from the peer, 3
+// to 5 after; 6 is still queued), all within its last round trip, and
+// declares a dead.
+func killInFlight(t *testing.T, s *session, a *link, c *Counters) {
+	t.Helper()
+	for range 6 {
+		if res := sendOne(t, s, c); res != sent {
+			t.Fatalf("send = %v", res)
+		}
+	}
+	t0 := monotime()
+	for seq := range 5 {
+		p := <-a.queue
+		at := t0 + 2
+		if seq < 2 {
+			at = t0
+		}
+		a.sent.add(p, at, 0, false)
+	}
+	a.lastRecv.Store(t0 + 1)
+	a.rtt.Store(int64(time.Second))
+	a.dead.Store(true)
+}
+
 // TestResendOnPathDown: what a link had in flight when it went down is
 // queued on the path the scheduler picks now, with its sequence number:
 // first what it sent after it last heard from the peer and what was still
@@ -167,25 +192,7 @@ func TestResendOnPathDown(t *testing.T) {
 	s.addLink(a)
 	s.addLink(b)
 	var c Counters
-	for range 6 {
-		if res := sendOne(t, s, &c); res != sent {
-			t.Fatalf("send = %v", res)
-		}
-	}
-	// a's sender sends five: 1 and 2 before it last heard from the peer,
-	// 3 to 5 after; 6 is still queued.
-	t0 := monotime()
-	for seq := range 5 {
-		p := <-a.queue
-		at := t0 + 2
-		if seq < 2 {
-			at = t0
-		}
-		a.sent.add(p, at, 0, false)
-	}
-	a.lastRecv.Store(t0 + 1)
-	a.rtt.Store(int64(time.Second)) // all sent within the last round trip
-	a.dead.Store(true)
+	killInFlight(t, s, a, &c)
 	s.failover(&c)
 	if n := c.Resent.Load(); n != 6 {
 		t.Fatalf("resent = %d, want 6", n)
@@ -218,28 +225,10 @@ func TestResendAsksFirst(t *testing.T) {
 	s.addLink(a)
 	s.addLink(b)
 	var c Counters
-	for range 6 {
-		if res := sendOne(t, s, &c); res != sent {
-			t.Fatalf("send = %v", res)
-		}
-	}
+	killInFlight(t, s, a, &c)
 	// A client's (set now: its links have no paths to announce on, and
 	// the sends above looked at them).
 	s.announce = make(chan struct{}, 1)
-	// a's sender sends five: 1 and 2 before it last heard from the peer,
-	// 3 to 5 after; 6 is still queued.
-	t0 := monotime()
-	for seq := range 5 {
-		p := <-a.queue
-		at := t0 + 2
-		if seq < 2 {
-			at = t0
-		}
-		a.sent.add(p, at, 0, false)
-	}
-	a.lastRecv.Store(t0 + 1)
-	a.rtt.Store(int64(time.Second))
-	a.dead.Store(true)
 	links := *s.links.Load()
 	s.sendMu.Lock()
 	s.resend(links, a, monotime(), &c)
