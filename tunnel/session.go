@@ -270,8 +270,9 @@ func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 	if s.announce != nil && s.askFirst(links, now, s.resent[:early]) {
 		s.limbo = append(s.limbo, s.resent[:early]...)
 		s.limboUntil = now + int64(limboWait)
-		clear(s.resent[:early])
-		s.resent = s.resent[:copy(s.resent, s.resent[early:])]
+		n := copy(s.resent, s.resent[early:])
+		clear(s.resent[n:])
+		s.resent = s.resent[:n]
 	} else {
 		rotateLeft(s.resent, early)
 	}
