@@ -267,7 +267,7 @@ func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 		default:
 		}
 	}
-	if s.announce != nil && s.askFirst(links, now, s.resent[:early]) {
+	if s.announce != nil && early > 0 && s.askFirst(links, now, s.resent[:early]) {
 		s.limbo = append(s.limbo, s.resent[:early]...)
 		s.limboUntil = now + int64(limboWait)
 		n := copy(s.resent, s.resent[early:])
