@@ -162,11 +162,11 @@ func TestAskBeforeResend(t *testing.T) {
 		bytes  int
 		want   bool
 	}{
-		{"a round trip of 50 Mbit/s over 10 Mbit/s", []PathState{dead, fourG}, 375_000, true},       // 300 ms > 60 ms
-		{"a few packets over 10 Mbit/s", []PathState{dead, fourG}, 30_000, false},                   // 24 ms < 60 ms
-		{"far survivor: resend", []PathState{dead, slowFar}, 250_000, false},                        // 100 ms < 120 ms
-		{"far survivor, more bytes: ask", []PathState{dead, slowFar}, 400_000, true},                // 160 ms > 120 ms
-		{"two survivors carry it sooner", []PathState{dead, fourG, fourG, slowFar}, 300_000, false}, // 60 ms, not above
+		{"a round trip of 50 Mbit/s over 10 Mbit/s", []PathState{dead, fourG}, 375_000, true},       // 300 ms > 2 x 60 ms
+		{"a few packets over 10 Mbit/s", []PathState{dead, fourG}, 100_000, false},                  // 80 ms < 2 x 60 ms
+		{"far survivor: resend", []PathState{dead, slowFar}, 400_000, false},                        // 160 ms < 2 x 120 ms
+		{"far survivor, more bytes: ask", []PathState{dead, slowFar}, 700_000, true},                // 280 ms > 2 x 120 ms
+		{"two survivors carry it sooner", []PathState{dead, fourG, fourG, slowFar}, 600_000, false}, // 120 ms, not above 2 x 60 ms
 		{"only metered survivors: ask", []PathState{dead, metered}, 10_000, true},
 		{"metered survivor beside an unmetered one", []PathState{dead, metered, fourG}, 30_000, false},
 		{"rate unknown: resend", []PathState{dead, unknown}, 375_000, false},
