@@ -249,8 +249,8 @@ func (s *session) look(c *Counters) []*link {
 // sent in the round trip before that was lost only if the failure was
 // far from us, or to congestion QUIC had no time to declare: mostly it
 // arrived. Where carrying it would take the surviving paths longer than
-// their round trip (a round trip of a fast path over a slow one), or
-// cost a metered path's plan, the client holds it back (limbo) until the
+// two of their round trips (a round trip of a fast path over a slow one),
+// or cost a metered path's plan, the client holds it back (limbo) until the
 // concentrator, told of the dead path, answers which of it it lacks
 // (resendMissing). Otherwise, and on the concentrator, whom nobody
 // answers, that part is resent last.
