@@ -1,9 +1,6 @@
 package scheduler
 
-import (
-	"slices"
-	"time"
-)
+import "slices"
 
 // aggregate sends each packet on the path where it is predicted to arrive
 // first (see arrival and earliest). That fills every path in proportion
@@ -52,16 +49,11 @@ func (a *aggregate) roundRobin(dst []int, paths []PathState, metered bool) []int
 	if len(a.current) != len(paths) {
 		a.reset(len(paths))
 	}
-	var nearest time.Duration
-	for i := range paths {
-		if s := &paths[i]; s.usable(metered) && s.baseRTT() > 0 && (nearest == 0 || s.baseRTT() < nearest) {
-			nearest = s.baseRTT()
-		}
-	}
+	f := nearRTT(paths, metered, usablePath)
 	best, total := -1, 0.0
 	for i := range paths {
 		s := &paths[i]
-		if !s.usable(metered) || nearest > 0 && s.baseRTT() > spreadLimit(nearest) {
+		if !f.admits(s, metered) {
 			continue
 		}
 		w := s.weight()

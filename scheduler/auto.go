@@ -144,7 +144,12 @@ func anyRated(paths []PathState, metered bool, f filter) bool {
 // does best on the path of the shortest round trip, where its window
 // opens fastest; the others are used by the spill, and measured.
 func nearest(paths []PathState, metered bool, tier filter) filter {
-	f := leastLossy(paths, metered, tier)
+	return nearRTT(paths, metered, leastLossy(paths, metered, tier))
+}
+
+// nearRTT narrows f to the paths whose base RTT is within the spreadLimit
+// of the lowest among those f admits (or unknown).
+func nearRTT(paths []PathState, metered bool, f filter) filter {
 	var best time.Duration
 	for i := range paths {
 		if s := &paths[i]; f.admits(s, metered) && s.baseRTT() > 0 && (best == 0 || s.baseRTT() < best) {

@@ -309,10 +309,6 @@ func (p *Path) TryWriteControl(m *Message, wait time.Duration) error {
 	}
 	var before uint64
 	if p.loss != nil {
-		select {
-		case <-p.loss.ctrlSignal: // an old signal
-		default:
-		}
 		before = p.loss.ctrlSent.Load()
 	}
 	if err := p.ctrl.TryWriteAll(b); errors.Is(err, quic.ErrWouldBlock) {

@@ -458,11 +458,11 @@ func (l *link) sendData(p packetRef, resent bool) error {
 
 // QUIC's congestion controller (quic-go's, NewReno in v0.65) leaves slow
 // start for good once its round trip time grows by an eighth (HyStart),
-// even while the connection sends next to nothing. A path that only carries acknowledgements
-// while the other direction fills the link's queue (an upload, on the
-// concentrator's side) sees exactly that, and is left with its initial
-// window of 43 KB; congestion avoidance then grows it by one packet per
-// round trip. Measured: a download after an upload ran at 11 Mbit/s on a
+// even while the connection sends next to nothing. A path that only
+// carries acknowledgements while the other direction fills the link's
+// queue (an upload, on the concentrator's side) sees exactly that, and is
+// left with its initial window of 43 KB; congestion avoidance then grows
+// it by one packet per round trip. Measured: a download after an upload ran at 11 Mbit/s on a
 // 30 Mbit/s uplink for seconds, and a standby path took over a failed one
 // with that window. So a new path sends padding (KindPad) while nothing
 // else fills its window, until slow start ends on its own (HyStart finds

@@ -54,7 +54,6 @@ type session struct {
 	states []scheduler.PathState
 	picks  []int
 	resent []packetRef
-	died   []*link // look's: the links that went down since the last look
 	// limbo holds, on the client, what dead paths sent in the round trip
 	// before they were last heard from, until the concentrator says which
 	// of it it lacks (transport.Missing) or limboUntil passes.
@@ -214,11 +213,11 @@ func (s *session) look(c *Counters) []*link {
 	links := *s.links.Load()
 	now := monotime()
 	changed := false
-	s.died = s.died[:0]
+	var died []*link // rare: allocated only when a link dies
 	for _, l := range links {
 		up := l.alive(now) // not what a data budget allows: that is no failure
 		if l.wasUp && !up {
-			s.died = append(s.died, l)
+			died = append(died, l)
 		}
 		changed = changed || l.wasUp != up
 		l.wasUp = up
@@ -229,7 +228,7 @@ func (s *session) look(c *Counters) []*link {
 		default:
 		}
 	}
-	for _, l := range s.died {
+	for _, l := range died {
 		s.resend(links, l, now, c)
 	}
 	if len(s.limbo) > 0 && now > s.limboUntil {
