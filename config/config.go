@@ -201,7 +201,7 @@ var clientDefaults = map[string]any{
 	"concentrator":            "",
 	"concentrator_public_key": "",
 	"private_key_file":        "",
-	"mode":                    ModeFailover,
+	"mode":                    ModeAuto,
 	"redundancy":              MinCopies,
 	"routes":                  []string{"0.0.0.0/0", "::/0"},
 	"tun.name":                "braid0",

@@ -61,7 +61,7 @@ func TestClientDefaults(t *testing.T) {
 			{Name: "wlan0", Interface: "wlan0", Weight: 1},
 			{Name: "wired", Interface: "eth0", Source: netip.MustParseAddr("192.0.2.10"), Priority: 5, Metered: true, Weight: 2.5},
 		},
-		Mode:       ModeFailover,
+		Mode:       ModeAuto,
 		Redundancy: 2,
 		Routes:     prefixes("0.0.0.0/0", "::/0"),
 		Tun:        Tun{Name: "braid0"},

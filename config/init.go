@@ -240,11 +240,14 @@ concentrator_public_key: {{q .PublicKey}}
 # This client's private key. Keep it secret (mode 0600).
 private_key_file: {{q .KeyFile}}
 
+# auto: each flow on an uplink picked from measurements (so it never does
+#   worse than on the best uplink alone), more flows spread over them, and
+#   small interactive packets (DNS, calls, TCP ACKs) sent on two.
 # failover: all traffic on the best working uplink (lowest priority).
-# aggregate: traffic spread over every working uplink by weight.
+# aggregate: each packet on the uplink where it arrives first.
 # redundant: every packet on "redundancy" uplinks (2..number of uplinks).
-# flow: each flow on one uplink; auto: picked per flow from measurements.
-mode: failover
+# flow: each flow on one uplink, flows spread by measured capacity.
+mode: auto
 # redundancy: 2
 
 # Traffic classes: packets a class matches (the first that does) are

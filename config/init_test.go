@@ -51,7 +51,7 @@ func TestWriteInit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Concentrator != "vpn.example.com:9443" || c.Mode != ModeFailover || c.Uplinks[0].Interface != "eth0" {
+		if c.Concentrator != "vpn.example.com:9443" || c.Mode != ModeAuto || c.Uplinks[0].Interface != "eth0" {
 			t.Errorf("client %s: %+v", name, c)
 		}
 		if c.ConcentratorPublicKey != EncodePublicKey(concKey.Public().(ed25519.PublicKey)) {
