@@ -22,6 +22,32 @@ type TransferResult struct {
 	LongestStall time.Duration // longest time the receiver got nothing
 	StallEnd     time.Duration // when it ended, from the start
 	Intact       bool          // every byte arrived, in order, unchanged
+
+	Start time.Time // when the receiver started
+	// Gaps are the times the receiver got nothing for at least
+	// recordedGap, from the start.
+	Gaps []Gap
+}
+
+// Gap is a time the receiver of a transfer got nothing, from its start.
+type Gap struct{ From, To time.Duration }
+
+// recordedGap is the shortest gap a TransferResult records: shorter ones
+// happen between any two reads.
+const recordedGap = 10 * time.Millisecond
+
+// StallAround returns the longest gap that overlaps [at, at+window]: the
+// stall an event at that time (a cut) caused, leaving out the gaps a
+// transfer has anyway, long before or after it.
+func (r TransferResult) StallAround(at time.Time, window time.Duration) Gap {
+	from := at.Sub(r.Start)
+	var longest Gap
+	for _, g := range r.Gaps {
+		if g.To >= from && g.From <= from+window && g.To-g.From > longest.To-longest.From {
+			longest = g
+		}
+	}
+	return longest
 }
 
 // Goodput in bits per second.
@@ -164,7 +190,7 @@ func receive(conn net.Conn, during func(int64)) (TransferResult, [32]byte, error
 	buf := make([]byte, 64<<10)
 	start := time.Now()
 	last := start
-	var res TransferResult
+	res := TransferResult{Start: start}
 	var sum [32]byte
 	for {
 		n, err := conn.Read(buf)
@@ -172,6 +198,9 @@ func receive(conn net.Conn, during func(int64)) (TransferResult, [32]byte, error
 		if n > 0 {
 			if gap := now.Sub(last); gap > res.LongestStall {
 				res.LongestStall, res.StallEnd = gap, now.Sub(start)
+			}
+			if gap := now.Sub(last); gap >= recordedGap {
+				res.Gaps = append(res.Gaps, Gap{From: last.Sub(start), To: now.Sub(start)})
 			}
 			last = now
 			h.Write(buf[:n])
