@@ -100,8 +100,8 @@ type link struct {
 	// is down (transport.Paths); the client is the judge of its uplinks.
 	peerDown atomic.Bool
 	sess     atomic.Pointer[session] // the session the link joined
-	// wasUp is whether the path was up at the session's last look
-	// (under its sendMu); sent is resent when it goes down.
+	// wasUp is whether the path was up at the session's last look (under
+	// its sendMu), true when it joins; sent is resent when it goes down.
 	wasUp bool
 	// probes carries probes and probe echoes to the sender, so the
 	// receiver never blocks on a full QUIC send queue.

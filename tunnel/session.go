@@ -93,6 +93,11 @@ func (s *session) addLink(l *link) (old *link) {
 	}
 	next = append(next, l)
 	l.sess.Store(s)
+	// A new link is up: its handshake just succeeded. If it is down at
+	// the session's first look (its uplink lost carrier just after), it
+	// went down, and the peer has to hear of it. Set before the link is
+	// published, so it needs no sendMu.
+	l.wasUp = true
 	s.links.Store(&next)
 	s.emptySince.Store(0)
 	return old

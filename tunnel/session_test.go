@@ -380,3 +380,33 @@ func TestBusyPathGivenUpWhenUnanswered(t *testing.T) {
 		t.Error("down although its data was answered")
 	}
 }
+
+// TestLinkDownBeforeFirstLook: a link that dies before the session ever
+// looked at it (its uplink's carrier lost just after its handshake) has
+// gone down all the same: what it sent is resent, and the concentrator
+// is told (the same change of state).
+func TestLinkDownBeforeFirstLook(t *testing.T) {
+	s, err := newSession(1, scheduler.Failover, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := testLink("a", 0), testLink("b", 1)
+	a.stopped, b.stopped = make(chan struct{}), make(chan struct{})
+	var c Counters
+	s.addLink(b)
+	s.failover(&c)
+	s.addLink(a)
+	pkt := udp4(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 100, true)
+	p := packetRef{buf: getBuffer(len(pkt))}
+	p.n = copy(p.packet()[:cap(p.buf.b)-headroom], pkt)
+	transport.PutHeader(p.datagram(), transport.KindData, 1)
+	a.sent.add(p, monotime(), 0, false)
+	a.dead.Store(true)
+	s.failover(&c)
+	if n := c.Resent.Load(); n != 1 {
+		t.Fatalf("resent = %d, want 1", n)
+	}
+	if got := (<-b.queue).seq(); got != 1 {
+		t.Errorf("resent %d, want 1", got)
+	}
+}
