@@ -178,17 +178,25 @@ func killInFlight(t *testing.T, s *session, a *link, c *Counters) {
 	a.dead.Store(true)
 }
 
+// twoLinks returns a failover session and two links for it, a (priority
+// 0) and b (1), not yet added.
+func twoLinks(t *testing.T) (s *session, a, b *link) {
+	t.Helper()
+	s, err := newSession(1, scheduler.Failover, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b = testLink("a", 0), testLink("b", 1)
+	a.stopped, b.stopped = make(chan struct{}), make(chan struct{})
+	return s, a, b
+}
+
 // TestResendOnPathDown: what a link had in flight when it went down is
 // queued on the path the scheduler picks now, with its sequence number:
 // first what it sent after it last heard from the peer and what was still
 // queued for it, then what it sent in the round trip before.
 func TestResendOnPathDown(t *testing.T) {
-	s, err := newSession(1, scheduler.Failover, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := testLink("a", 0), testLink("b", 1)
-	a.stopped, b.stopped = make(chan struct{}), make(chan struct{})
+	s, a, b := twoLinks(t)
 	s.addLink(a)
 	s.addLink(b)
 	var c Counters
@@ -386,12 +394,7 @@ func TestBusyPathGivenUpWhenUnanswered(t *testing.T) {
 // gone down all the same: what it sent is resent, and the concentrator
 // is told (the same change of state).
 func TestLinkDownBeforeFirstLook(t *testing.T) {
-	s, err := newSession(1, scheduler.Failover, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := testLink("a", 0), testLink("b", 1)
-	a.stopped, b.stopped = make(chan struct{}), make(chan struct{})
+	s, a, b := twoLinks(t)
 	var c Counters
 	s.addLink(b)
 	s.failover(&c)
