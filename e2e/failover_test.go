@@ -48,14 +48,14 @@ type cutStall struct {
 }
 
 func (c cutStall) String() string {
-	return fmt.Sprintf("%v (%v to %v)", (c.stall.To - c.stall.From).Round(time.Millisecond),
+	return fmt.Sprintf("%v (%v to %v)", c.stall.Len().Round(time.Millisecond),
 		c.stall.From.Round(time.Millisecond), c.stall.To.Round(time.Millisecond))
 }
 
 // medianWorst sorts runs by the stall their cut caused and returns the
 // median and the worst.
 func medianWorst(runs []cutStall) (median, worst cutStall) {
-	slices.SortFunc(runs, func(a, b cutStall) int { return cmp.Compare(a.stall.To-a.stall.From, b.stall.To-b.stall.From) })
+	slices.SortFunc(runs, func(a, b cutStall) int { return cmp.Compare(a.stall.Len(), b.stall.Len()) })
 	return runs[len(runs)/2], runs[len(runs)-1]
 }
 
@@ -151,7 +151,7 @@ func reportFailover(t *testing.T, how Cut) {
 	}
 	mp, mpWorst := medianWorst(mps)
 	ratio := func(a, b cutStall) float64 {
-		return float64(a.stall.To-a.stall.From) / float64(b.stall.To-b.stall.From)
+		return float64(a.stall.Len()) / float64(b.stall.Len())
 	}
 	t.Logf("REPORT failover baseline, kernel MPTCP (2 subflows, client host to the concentrator's address), busy uplink %s for 3 s: TCP stall the cut caused, median of %d runs, %v, worst %v; longest stall anywhere %v; braid/MPTCP stall ratio %.2f (median), %.2f (worst)",
 		cutNames[how], failoverRuns, mp, mpWorst, longestOf(mps).Round(time.Millisecond), ratio(tcp, mp), ratio(worst, mpWorst))

@@ -32,6 +32,9 @@ type TransferResult struct {
 // Gap is a time the receiver of a transfer got nothing, from its start.
 type Gap struct{ From, To time.Duration }
 
+// Len is how long the gap lasted.
+func (g Gap) Len() time.Duration { return g.To - g.From }
+
 // recordedGap is the shortest gap a TransferResult records: shorter ones
 // happen between any two reads.
 const recordedGap = 10 * time.Millisecond
@@ -43,7 +46,7 @@ func (r TransferResult) StallAround(at time.Time, window time.Duration) Gap {
 	from := at.Sub(r.Start)
 	var longest Gap
 	for _, g := range r.Gaps {
-		if g.To >= from && g.From <= from+window && g.To-g.From > longest.To-longest.From {
+		if g.To >= from && g.From <= from+window && g.Len() > longest.Len() {
 			longest = g
 		}
 	}
@@ -196,10 +199,11 @@ func receive(conn net.Conn, during func(int64)) (TransferResult, [32]byte, error
 		n, err := conn.Read(buf)
 		now := time.Now()
 		if n > 0 {
-			if gap := now.Sub(last); gap > res.LongestStall {
+			gap := now.Sub(last)
+			if gap > res.LongestStall {
 				res.LongestStall, res.StallEnd = gap, now.Sub(start)
 			}
-			if gap := now.Sub(last); gap >= recordedGap {
+			if gap >= recordedGap {
 				res.Gaps = append(res.Gaps, Gap{From: last.Sub(start), To: now.Sub(start)})
 			}
 			last = now

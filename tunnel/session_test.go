@@ -400,8 +400,8 @@ func TestLinkDownBeforeFirstLook(t *testing.T) {
 	s.failover(&c)
 	s.addLink(a)
 	pkt := udp4(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 100, true)
-	p := packetRef{buf: getBuffer(len(pkt))}
-	p.n = copy(p.packet()[:cap(p.buf.b)-headroom], pkt)
+	buf := getBuffer(len(pkt))
+	p := packetRef{buf: buf, n: copy(buf.b[headroom:], pkt)}
 	transport.PutHeader(p.datagram(), transport.KindData, 1)
 	a.sent.add(p, monotime(), 0, false)
 	a.dead.Store(true)
