@@ -40,9 +40,22 @@ func ServeStatus(ctx context.Context, path string, status func() any) error {
 			return err
 		}
 		conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		json.NewEncoder(conn).Encode(status())
+		writeStatus(conn, status())
 		conn.Close()
 	}
+}
+
+// jsonStreamer is a status that writes itself as JSON a part at a time.
+type jsonStreamer interface {
+	WriteJSON(w io.Writer) error
+}
+
+// writeStatus writes st to w as JSON, followed by a newline.
+func writeStatus(w io.Writer, st any) error {
+	if js, ok := st.(jsonStreamer); ok {
+		return js.WriteJSON(w)
+	}
+	return json.NewEncoder(w).Encode(st)
 }
 
 // ReadStatus reads the status document from the control socket at path.
