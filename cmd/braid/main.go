@@ -30,12 +30,17 @@ func main() {
 // run executes the command line. BRAID_CPUPROFILE=FILE writes a CPU
 // profile of the whole run to FILE, for performance work on the daemons;
 // BRAID_MEMPROFILE=FILE writes a heap profile to FILE, and the goroutines
-// to FILE.goroutines, on every SIGUSR1. In both, %s stands for the
+// to FILE.goroutines, on every SIGUSR1; BRAID_MUTEXPROFILE=FILE writes a
+// profile of lock contention to FILE at exit. In all, %s stands for the
 // command (client, concentrator).
 func run(ctx context.Context) error {
 	if path := os.Getenv("BRAID_MEMPROFILE"); path != "" {
 		runtime.MemProfileRate = 4096 // fine enough for the few kilobytes of a session
 		defer memProfileOnSignal(profilePath(path))()
+	}
+	if path := os.Getenv("BRAID_MUTEXPROFILE"); path != "" {
+		runtime.SetMutexProfileFraction(mutexProfileFraction)
+		defer writeProfile("mutex", profilePath(path))
 	}
 	if path := os.Getenv("BRAID_CPUPROFILE"); path != "" {
 		path = profilePath(path)
@@ -50,6 +55,24 @@ func run(ctx context.Context) error {
 		defer pprof.StopCPUProfile()
 	}
 	return rootCmd().ExecuteContext(ctx)
+}
+
+// mutexProfileFraction samples one in that many contention events: enough
+// to see which locks the packet path waits on, cheap enough to leave the
+// throughput as it is.
+const mutexProfileFraction = 10
+
+// writeProfile writes the named runtime profile to path.
+func writeProfile(name, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "braid:", name, "profile:", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "braid:", name, "profile:", err)
+	}
 }
 
 // profilePath puts the command in place of %s in path.

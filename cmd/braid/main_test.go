@@ -124,3 +124,24 @@ func TestStatus(t *testing.T) {
 		t.Errorf("status --json = %q, %v", out, err)
 	}
 }
+
+// TestWriteProfile checks that a profile lands in its file, in pprof's
+// gzipped format, and that %s in a profile path names the command.
+func TestWriteProfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mutex-%s.prof")
+	old := os.Args
+	defer func() { os.Args = old }()
+	os.Args = []string{"braid", "concentrator"}
+	path = profilePath(path)
+	if filepath.Base(path) != "mutex-concentrator.prof" {
+		t.Fatalf("profilePath gave %s", path)
+	}
+	writeProfile("mutex", path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+		t.Errorf("profile is not gzipped pprof data: % x", data[:min(len(data), 8)])
+	}
+}
