@@ -48,7 +48,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			forward(s, p, &info, w, gw, &c)
+			forward(s, p, &info, nil, w, gw, &c)
 			for _, l := range []*link{a, b} {
 				select {
 				case q := <-l.queue:

@@ -244,7 +244,7 @@ func (c *Client) Run(ctx context.Context) error {
 		wg.Go(func() { c.keepBudgets(ctx) })
 	}
 	wg.Go(func() { c.watchClock(ctx) })
-	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound)
+	err := readUntilDone(ctx, c.opts.Device, &c.counters, nil, c.outbound) // one session: it may wait as long as its paths warrant
 	cancel()
 	c.opts.Device.Close()
 	wg.Wait()
@@ -371,7 +371,7 @@ func (c *Client) join(w *transport.Welcome, pathMTU int) error {
 
 // outbound sends a packet read from the TUN through the session.
 func (c *Client) outbound(p packetRef, info *packet.Info) {
-	forward(c.sess, p, info, c.writer, c.gw.Load(), &c.counters)
+	forward(c.sess, p, info, nil, c.writer, c.gw.Load(), &c.counters)
 }
 
 // deliver writes a data packet from the concentrator to the TUN.

@@ -23,6 +23,9 @@ type Counters struct {
 	ResendSkipped  atomic.Uint64 // in flight on a path that died, not sent again: the peer said it had it
 	ResendExpired  atomic.Uint64 // in flight on a path that died, held back for the peer's answer, which came too late
 	LossResent     atomic.Uint64 // in a packet QUIC declared lost: sent again
+	// ReaderWaitNs is the time the TUN reader spent waiting for room in a
+	// path's queue (nanoseconds): the backpressure of the paths.
+	ReaderWaitNs atomic.Uint64
 }
 
 // CounterSnapshot is a copy of Counters for status output.
@@ -48,5 +51,6 @@ func (c *Counters) Snapshot() CounterSnapshot {
 		"drop_send_failed": c.DropSendFailed.Load(),
 		"icmp_sent":        c.ICMPSent.Load(),
 		"mss_clamped":      c.MSSClamped.Load(),
+		"reader_wait_ns":   c.ReaderWaitNs.Load(),
 	}
 }

@@ -16,18 +16,22 @@ import (
 //	TUN ──Read(batch)──▶ readTUN ──▶ endpoint's outbound: parse, pick the
 //	session (the client has one; the concentrator looks up the destination)
 //	──▶ forward: clamp the MSS of SYNs, scheduler picks path(s), header,
-//	non-blocking put on each path's queue (full: drop and count, as a
-//	router does); a packet too big for the path becomes an ICMP error
-//	written back into the TUN.
+//	put on each path's queue; when every queue is full, the client's
+//	reader waits for room, the concentrator's (which serves every client)
+//	only within a budget per batch, then drops and counts, as a router
+//	does; a packet too big for the path becomes an ICMP error written back
+//	into the TUN.
 //
 // Inbound flow: link.receiver ──▶ endpoint's deliver: duplicate filter,
 // (concentrator: source check) ──▶ tunWriter ──Write(batch)──▶ TUN.
 
 // readTUN reads batches from dev, parses each packet and hands it to
 // handle, which takes ownership of its buffer; packets that do not parse
-// are dropped and counted. It returns when the device fails or is closed.
-func readTUN(dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) error {
-	batch := max(dev.BatchSize(), 1)
+// are dropped and counted. batch, if not nil, is called before the
+// packets of each batch are handled. It returns when the device fails or
+// is closed.
+func readTUN(dev tun.Device, c *Counters, batch func(), handle func(packetRef, *packet.Info)) error {
+	size := max(dev.BatchSize(), 1)
 	mtu, err := dev.MTU()
 	if err != nil {
 		return err
@@ -36,9 +40,9 @@ func readTUN(dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) 
 	// set later (a path's datagrams stay below a small buffer), whichever
 	// is larger.
 	mtu = max(mtu, smallSize-headroom)
-	refs := make([]*buffer, batch)
-	bufs := make([][]byte, batch)
-	sizes := make([]int, batch)
+	refs := make([]*buffer, size)
+	bufs := make([][]byte, size)
+	sizes := make([]int, size)
 	for i := range refs {
 		refs[i] = getBuffer(mtu)
 		bufs[i] = refs[i].b
@@ -50,6 +54,9 @@ func readTUN(dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) 
 	}()
 	for {
 		n, err := dev.Read(bufs, sizes, headroom)
+		if n > 0 && batch != nil {
+			batch()
+		}
 		for i := 0; i < n; i++ {
 			p := packetRef{buf: refs[i], n: sizes[i]}
 			refs[i] = getBuffer(mtu)
@@ -75,9 +82,9 @@ func readTUN(dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) 
 
 // readUntilDone reads the TUN until ctx is done (nil) or reading fails.
 // The reading goroutine ends when the caller closes the device.
-func readUntilDone(ctx context.Context, dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) error {
+func readUntilDone(ctx context.Context, dev tun.Device, c *Counters, batch func(), handle func(packetRef, *packet.Info)) error {
 	readErr := make(chan error, 1)
-	go func() { readErr <- readTUN(dev, c, handle) }()
+	go func() { readErr <- readTUN(dev, c, batch, handle) }()
 	select {
 	case <-ctx.Done():
 		return nil
@@ -121,14 +128,15 @@ func (g *gateways) for6(v6 bool) netip.Addr {
 	return g.v4
 }
 
-// forward sends one parsed packet through session s. A packet too big for
-// the chosen path is answered with an ICMP error, so it never disappears
-// silently (RFC 1191, RFC 8201).
-func forward(s *session, p packetRef, info *packet.Info, w *tunWriter, gw *gateways, c *Counters) {
+// forward sends one parsed packet through session s, waiting for room on a
+// full path within budget (nil: as long as the path warrants). A packet too
+// big for the chosen path is answered with an ICMP error, so it never
+// disappears silently (RFC 1191, RFC 8201).
+func forward(s *session, p packetRef, info *packet.Info, budget *time.Duration, w *tunWriter, gw *gateways, c *Counters) {
 	if info.Proto == 6 && info.TCPFlags&tcpSYN != 0 {
 		clampMSS(s, p, info, c)
 	}
-	res, mtu := s.send(p, info, c)
+	res, mtu := s.send(p, info, budget, c)
 	if res != tooBig {
 		return
 	}

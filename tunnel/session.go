@@ -133,7 +133,7 @@ const (
 // send schedules p onto the session's paths and queues it; ownership of
 // p's buffer passes to the queues (or back to the pool). For tooBig it
 // also returns the MTU to announce, and p is left to the caller.
-func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult, int) {
+func (s *session) send(p packetRef, info *packet.Info, budget *time.Duration, c *Counters) (sendResult, int) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	links := s.look(c)
@@ -141,18 +141,24 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 	pk := s.sched.Packet(&si, packet.FlowHash(info, 0))
 	s.fillStates(links, monotime(), pk.Interactive)
 	s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
-	wait := false
-	if len(s.picks) == 0 && anyUp(s.states) {
+	wait, full := false, len(s.picks) == 0 && anyUp(s.states)
+	if full && (budget == nil || *budget > 0) {
 		// Every live path's queue is full. Rather than drop, wait for
 		// room on the path the packet would take: the TUN reader stops
 		// reading meanwhile and the kernel holds the packets, as
 		// wireguard-go's reader does, so the inner TCP sees delay where
-		// it would otherwise see braid's loss.
+		// it would otherwise see braid's loss. A reader that serves other
+		// sessions too waits only within its budget (see readerWaitPerBatch).
 		for i := range s.states {
 			s.states[i].QueueCap = 0
 		}
 		s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
 		wait = true
+	}
+	if len(s.picks) == 0 && full {
+		c.DropQueueFull.Add(1)
+		putBuffer(p.buf)
+		return queueFull, 0
 	}
 	if len(s.picks) == 0 {
 		c.DropNoPath.Add(1)
@@ -178,7 +184,17 @@ func (s *session) send(p packetRef, info *packet.Info, c *Counters) (sendResult,
 			copy(ref.datagram(), p.datagram())
 		}
 		if k == 0 && wait {
-			queued = links[i].enqueueWait(ref, s.timer, links[i].queueWait())
+			d := links[i].queueWait()
+			if budget != nil {
+				d = min(d, *budget)
+			}
+			start := monotime()
+			queued = links[i].enqueueWait(ref, s.timer, d)
+			waited := time.Duration(monotime() - start)
+			c.ReaderWaitNs.Add(uint64(waited))
+			if budget != nil {
+				*budget -= waited
+			}
 			continue
 		}
 		select {

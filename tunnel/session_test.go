@@ -37,7 +37,7 @@ func sendOne(t *testing.T, s *session, c *Counters) sendResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, _ := s.send(p, &info, c)
+	res, _ := s.send(p, &info, nil, c)
 	return res
 }
 
@@ -71,6 +71,70 @@ func TestStuckQueueDrops(t *testing.T) {
 	}
 	if n := c.DropQueueFull.Load(); n != 1 {
 		t.Errorf("drop_queue_full = %d, want 1", n)
+	}
+}
+
+// TestReaderWaitsWithinBudget: a reader that serves other sessions too
+// (the concentrator's) waits for room on a stuck path only as long as its
+// budget allows, and not at all once the budget is spent, so one client's
+// full path cannot hold up the packets of the others.
+func TestReaderWaitsWithinBudget(t *testing.T) {
+	s, _ := fullSession(t)
+	var c Counters
+	send := func(budget *time.Duration) sendResult {
+		pkt := udp4(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 1200, true)
+		buf := getBuffer(len(pkt))
+		p := packetRef{buf: buf, n: copy(buf.b[headroom:], pkt)}
+		info, err := packet.Parse(p.packet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, _ := s.send(p, &info, budget, &c)
+		return res
+	}
+	const allowed = 5 * time.Millisecond // under minQueueWait, so the budget is the bound
+	budget := allowed
+	if res := send(&budget); res != queueFull {
+		t.Fatalf("send = %v, want queueFull", res)
+	}
+	waited := time.Duration(c.ReaderWaitNs.Load())
+	if waited < allowed || budget > 0 {
+		t.Fatalf("waited %v, budget left %v: want the whole budget of %v spent waiting", waited, budget, allowed)
+	}
+	for range 3 {
+		if res := send(&budget); res != queueFull {
+			t.Fatalf("send = %v, want queueFull", res)
+		}
+	}
+	if w := time.Duration(c.ReaderWaitNs.Load()); w != waited {
+		t.Errorf("waited %v more with the budget spent, want no wait", w-waited)
+	}
+	if n := c.DropQueueFull.Load(); n != 4 {
+		t.Errorf("drop_queue_full = %d, want 4", n)
+	}
+}
+
+// TestReaderBudgetAllowsRoom: within its budget a shared reader waits for
+// room as a client's does, and the wait comes off the budget.
+func TestReaderBudgetAllowsRoom(t *testing.T) {
+	s, l := fullSession(t)
+	var c Counters
+	budget := time.Second
+	done := make(chan sendResult)
+	go func() {
+		pkt := udp4(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 1200, true)
+		buf := getBuffer(len(pkt))
+		p := packetRef{buf: buf, n: copy(buf.b[headroom:], pkt)}
+		info, _ := packet.Parse(p.packet())
+		res, _ := s.send(p, &info, &budget, &c)
+		done <- res
+	}()
+	putBuffer((<-l.queue).buf) // the sender takes one: room for the waiting packet
+	if res := <-done; res != sent {
+		t.Fatalf("send = %v, want sent", res)
+	}
+	if spent := time.Second - budget; spent != time.Duration(c.ReaderWaitNs.Load()) {
+		t.Errorf("budget spent %v, reader_wait_ns %v: want the same", spent, time.Duration(c.ReaderWaitNs.Load()))
 	}
 }
 
