@@ -244,7 +244,7 @@ func (c *Client) Run(ctx context.Context) error {
 		wg.Go(func() { c.keepBudgets(ctx) })
 	}
 	wg.Go(func() { c.watchClock(ctx) })
-	err := readUntilDone(ctx, c.opts.Device, &c.counters, nil, c.outbound) // one session: it may wait as long as its paths warrant
+	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound)
 	cancel()
 	c.opts.Device.Close()
 	wg.Wait()

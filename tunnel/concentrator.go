@@ -60,9 +60,9 @@ type Concentrator struct {
 
 	// accepted wakes releaseMemory when a path arrives.
 	accepted chan struct{}
-	// readBudget is what is left of the TUN reader's wait in the batch it
-	// is forwarding (see readerWaitPerBatch); the reader's own.
-	readBudget time.Duration
+	// readBudget bounds the TUN reader's waits for room on full paths
+	// (see waitBudget); the reader's own.
+	readBudget waitBudget
 
 	// Immutable after NewConcentrator: lookups on the packet path take no lock.
 	peers    map[string]*peer // by public key
@@ -204,7 +204,7 @@ func (c *Concentrator) Run(ctx context.Context) error {
 	wg.Go(func() { c.reap(ctx) })
 	wg.Go(func() { c.releaseMemory(ctx) })
 	wg.Go(func() { every(ctx, probeInterval, c.failover) })
-	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.newBatch, c.outbound)
+	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound)
 	cancel()
 	c.ln.Close()
 	c.opts.Device.Close()
@@ -420,23 +420,13 @@ func (c *Concentrator) outbound(p packetRef, info *packet.Info) {
 		putBuffer(p.buf)
 		return
 	}
-	forward(s, p, info, &c.readBudget, c.writer, &c.gw, &c.counters)
+	budget := &c.readBudget
+	if !budget.shared(s, monotime()) {
+		budget = nil // one session: it may wait as a client's reader does
+	}
+	forward(s, p, info, budget, c.writer, &c.gw, &c.counters)
 }
 
-// readerWaitPerBatch bounds how long the concentrator's TUN reader may wait, per
-// batch it reads (up to 128 packets), for room on full paths. The reader
-// serves every client: a client whose path cannot take more (QUIC's
-// congestion window, or a path gone silent and not yet declared dead)
-// would otherwise hold up every other client's packets for up to two of
-// its round trips per packet. Within the budget the reader waits as a
-// client's reader does, so that a lone busy client's flows see delay
-// rather than loss; beyond it, packets for full paths are dropped, as a
-// router drops at a full output queue.
-const readerWaitPerBatch = 6 * time.Millisecond
-
-// newBatch renews the reader's budget at each batch. Only the reader
-// goroutine calls it, and outbound.
-func (c *Concentrator) newBatch() { c.readBudget = readerWaitPerBatch }
 
 // peerEndpoint receives the data of one client's links.
 type peerEndpoint struct {

@@ -27,10 +27,8 @@ import (
 
 // readTUN reads batches from dev, parses each packet and hands it to
 // handle, which takes ownership of its buffer; packets that do not parse
-// are dropped and counted. batch, if not nil, is called before the
-// packets of each batch are handled. It returns when the device fails or
-// is closed.
-func readTUN(dev tun.Device, c *Counters, batch func(), handle func(packetRef, *packet.Info)) error {
+// are dropped and counted. It returns when the device fails or is closed.
+func readTUN(dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) error {
 	size := max(dev.BatchSize(), 1)
 	mtu, err := dev.MTU()
 	if err != nil {
@@ -54,9 +52,6 @@ func readTUN(dev tun.Device, c *Counters, batch func(), handle func(packetRef, *
 	}()
 	for {
 		n, err := dev.Read(bufs, sizes, headroom)
-		if n > 0 && batch != nil {
-			batch()
-		}
 		for i := 0; i < n; i++ {
 			p := packetRef{buf: refs[i], n: sizes[i]}
 			refs[i] = getBuffer(mtu)
@@ -82,9 +77,9 @@ func readTUN(dev tun.Device, c *Counters, batch func(), handle func(packetRef, *
 
 // readUntilDone reads the TUN until ctx is done (nil) or reading fails.
 // The reading goroutine ends when the caller closes the device.
-func readUntilDone(ctx context.Context, dev tun.Device, c *Counters, batch func(), handle func(packetRef, *packet.Info)) error {
+func readUntilDone(ctx context.Context, dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) error {
 	readErr := make(chan error, 1)
-	go func() { readErr <- readTUN(dev, c, batch, handle) }()
+	go func() { readErr <- readTUN(dev, c, handle) }()
 	select {
 	case <-ctx.Done():
 		return nil
@@ -132,7 +127,7 @@ func (g *gateways) for6(v6 bool) netip.Addr {
 // full path within budget (nil: as long as the path warrants). A packet too
 // big for the chosen path is answered with an ICMP error, so it never
 // disappears silently (RFC 1191, RFC 8201).
-func forward(s *session, p packetRef, info *packet.Info, budget *time.Duration, w *tunWriter, gw *gateways, c *Counters) {
+func forward(s *session, p packetRef, info *packet.Info, budget *waitBudget, w *tunWriter, gw *gateways, c *Counters) {
 	if info.Proto == 6 && info.TCPFlags&tcpSYN != 0 {
 		clampMSS(s, p, info, c)
 	}
@@ -157,6 +152,64 @@ func forward(s *session, p packetRef, info *packet.Info, budget *time.Duration, 
 }
 
 const tcpSYN = 0x02
+
+// The concentrator's TUN reader serves every client. A client whose path
+// cannot take what is sent to it (QUIC's congestion window; a path gone
+// silent and not yet declared dead) would hold up every other client's
+// packets if the reader waited for its room as a client's reader does, up
+// to two of its round trips per packet: measured (TestReportFairness),
+// 60 Mbit/s of UDP toward a client on a 20 Mbit/s path stopped another
+// client's download for good. So while the reader forwards for more than
+// one session, it waits within a budget that grows with the time that
+// passes, and beyond it packets for full paths are dropped, as a router
+// drops at a full output queue. While it forwards for one session only, it
+// waits as a client's reader does, so that a lone busy client's flows see
+// delay rather than loss: with the budget alone, a single client's
+// download through a concentrator short of CPU lost 6-18% of its packets
+// to full queues (BenchmarkDataPath).
+const (
+	// waitShare is the most of its time the shared reader spends waiting.
+	waitShare = 8 // an eighth
+	// waitBurst bounds one wait and what the budget saves up: a
+	// goroutine on two busy cores may wait that long for a core, and a
+	// path's sender with it.
+	waitBurst = 6 * time.Millisecond
+	// sharedWindow is how recently another session must have sent
+	// through the reader for the budget to apply.
+	sharedWindow = 100 * time.Millisecond
+)
+
+// waitBudget is the time a reader may still spend waiting for room, and
+// the sessions it forwarded for last.
+type waitBudget struct {
+	left time.Duration
+	at   int64 // monotime when left was last topped up
+
+	// recent are the last two sessions the reader forwarded for, the
+	// latest first, and recentAt when it last did for each.
+	recent   [2]*session
+	recentAt [2]int64
+}
+
+// shared notes that the reader forwards a packet for s at now, and reports
+// whether another session sent through it within sharedWindow: only then
+// does the budget bound the reader's waits.
+func (b *waitBudget) shared(s *session, now int64) bool {
+	if b.recent[0] != s {
+		b.recent[1], b.recentAt[1] = b.recent[0], b.recentAt[0]
+		b.recent[0] = s
+	}
+	b.recentAt[0] = now
+	return b.recent[1] != nil && now-b.recentAt[1] < int64(sharedWindow)
+}
+
+// available tops the budget up for the time since the last call and
+// returns it.
+func (b *waitBudget) available(now int64) time.Duration {
+	b.left = min(waitBurst, b.left+time.Duration(now-b.at)/waitShare)
+	b.at = now
+	return b.left
+}
 
 // clampMSS lowers the MSS of a SYN (or SYN-ACK) so that the TCP segments of
 // the connection fit the session's smallest path without fragmentation.

@@ -133,7 +133,7 @@ const (
 // send schedules p onto the session's paths and queues it; ownership of
 // p's buffer passes to the queues (or back to the pool). For tooBig it
 // also returns the MTU to announce, and p is left to the caller.
-func (s *session) send(p packetRef, info *packet.Info, budget *time.Duration, c *Counters) (sendResult, int) {
+func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Counters) (sendResult, int) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	links := s.look(c)
@@ -142,13 +142,13 @@ func (s *session) send(p packetRef, info *packet.Info, budget *time.Duration, c 
 	s.fillStates(links, monotime(), pk.Interactive)
 	s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
 	wait, full := false, len(s.picks) == 0 && anyUp(s.states)
-	if full && (budget == nil || *budget > 0) {
+	if full && (budget == nil || budget.available(monotime()) > 0) {
 		// Every live path's queue is full. Rather than drop, wait for
 		// room on the path the packet would take: the TUN reader stops
 		// reading meanwhile and the kernel holds the packets, as
 		// wireguard-go's reader does, so the inner TCP sees delay where
 		// it would otherwise see braid's loss. A reader that serves other
-		// sessions too waits only within its budget (see readerWaitPerBatch).
+		// sessions too waits only within its budget (see waitBudget).
 		for i := range s.states {
 			s.states[i].QueueCap = 0
 		}
@@ -186,14 +186,14 @@ func (s *session) send(p packetRef, info *packet.Info, budget *time.Duration, c 
 		if k == 0 && wait {
 			d := links[i].queueWait()
 			if budget != nil {
-				d = min(d, *budget)
+				d = min(d, budget.left)
 			}
 			start := monotime()
 			queued = links[i].enqueueWait(ref, s.timer, d)
 			waited := time.Duration(monotime() - start)
 			c.ReaderWaitNs.Add(uint64(waited))
 			if budget != nil {
-				*budget -= waited
+				budget.left -= waited
 			}
 			continue
 		}

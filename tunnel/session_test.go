@@ -74,35 +74,41 @@ func TestStuckQueueDrops(t *testing.T) {
 	}
 }
 
+// sendOneWithin is sendOne for a reader with a wait budget.
+func sendOneWithin(t *testing.T, s *session, b *waitBudget, c *Counters) sendResult {
+	t.Helper()
+	pkt := udp4(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 1200, true)
+	buf := getBuffer(len(pkt))
+	p := packetRef{buf: buf, n: copy(buf.b[headroom:], pkt)}
+	info, err := packet.Parse(p.packet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, _ := s.send(p, &info, b, c)
+	return res
+}
+
 // TestReaderWaitsWithinBudget: a reader that serves other sessions too
 // (the concentrator's) waits for room on a stuck path only as long as its
-// budget allows, and not at all once the budget is spent, so one client's
-// full path cannot hold up the packets of the others.
+// budget allows, however long the path's round trip would have it wait,
+// and not at all with the budget spent, so one client's full path cannot
+// hold up the packets of the others.
 func TestReaderWaitsWithinBudget(t *testing.T) {
-	s, _ := fullSession(t)
+	s, l := fullSession(t)
+	l.rtt.Store(int64(time.Second)) // a client's reader would wait maxQueueWait
 	var c Counters
-	send := func(budget *time.Duration) sendResult {
-		pkt := udp4(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 1200, true)
-		buf := getBuffer(len(pkt))
-		p := packetRef{buf: buf, n: copy(buf.b[headroom:], pkt)}
-		info, err := packet.Parse(p.packet())
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, _ := s.send(p, &info, budget, &c)
-		return res
-	}
-	const allowed = 5 * time.Millisecond // under minQueueWait, so the budget is the bound
-	budget := allowed
-	if res := send(&budget); res != queueFull {
+	const allowed = 5 * time.Millisecond
+	b := waitBudget{left: allowed, at: monotime()}
+	if res := sendOneWithin(t, s, &b, &c); res != queueFull {
 		t.Fatalf("send = %v, want queueFull", res)
 	}
 	waited := time.Duration(c.ReaderWaitNs.Load())
-	if waited < allowed || budget > 0 {
-		t.Fatalf("waited %v, budget left %v: want the whole budget of %v spent waiting", waited, budget, allowed)
+	if waited < allowed || waited >= maxQueueWait || b.left > 0 {
+		t.Fatalf("waited %v (budget left %v), want the budget of %v spent and no more than that (not %v)", waited, b.left, allowed, maxQueueWait)
 	}
+	b.left = -time.Second // spent, as it is after a second of waiting
 	for range 3 {
-		if res := send(&budget); res != queueFull {
+		if res := sendOneWithin(t, s, &b, &c); res != queueFull {
 			t.Fatalf("send = %v, want queueFull", res)
 		}
 	}
@@ -119,22 +125,64 @@ func TestReaderWaitsWithinBudget(t *testing.T) {
 func TestReaderBudgetAllowsRoom(t *testing.T) {
 	s, l := fullSession(t)
 	var c Counters
-	budget := time.Second
+	b := waitBudget{left: waitBurst, at: monotime()}
 	done := make(chan sendResult)
-	go func() {
-		pkt := udp4(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 1200, true)
-		buf := getBuffer(len(pkt))
-		p := packetRef{buf: buf, n: copy(buf.b[headroom:], pkt)}
-		info, _ := packet.Parse(p.packet())
-		res, _ := s.send(p, &info, &budget, &c)
-		done <- res
-	}()
+	go func() { done <- sendOneWithin(t, s, &b, &c) }()
 	putBuffer((<-l.queue).buf) // the sender takes one: room for the waiting packet
 	if res := <-done; res != sent {
 		t.Fatalf("send = %v, want sent", res)
 	}
-	if spent := time.Second - budget; spent != time.Duration(c.ReaderWaitNs.Load()) {
-		t.Errorf("budget spent %v, reader_wait_ns %v: want the same", spent, time.Duration(c.ReaderWaitNs.Load()))
+	if spent, waited := waitBurst-b.left, time.Duration(c.ReaderWaitNs.Load()); spent != waited {
+		t.Errorf("budget spent %v, reader_wait_ns %v: want the same", spent, waited)
+	}
+}
+
+// TestWaitBudget: the budget grows by an eighth of the time that passes,
+// to waitBurst at most, and what is spent comes off it.
+func TestWaitBudget(t *testing.T) {
+	ms := int64(time.Millisecond)
+	var b waitBudget
+	for _, step := range []struct {
+		now   int64
+		spend time.Duration
+		want  time.Duration
+	}{
+		{now: 8 * ms, want: time.Millisecond},
+		{now: 16 * ms, spend: 2 * time.Millisecond, want: 2 * time.Millisecond},
+		{now: 16 * ms, want: 0}, // no time passed
+		{now: 1000 * ms, want: waitBurst},
+		{now: 1000 * ms, spend: 10 * time.Millisecond, want: waitBurst},
+		{now: 1008 * ms, want: -3 * time.Millisecond}, // in debt by 4 ms, a millisecond earned
+	} {
+		if got := b.available(step.now); got != step.want {
+			t.Fatalf("at %v: available %v, want %v", time.Duration(step.now), got, step.want)
+		}
+		b.left -= step.spend
+	}
+}
+
+// TestWaitBudgetShared: the budget applies only while another session
+// sent through the reader within sharedWindow.
+func TestWaitBudgetShared(t *testing.T) {
+	ms := int64(time.Millisecond)
+	var b waitBudget
+	x, y := &session{id: 1}, &session{id: 2}
+	for i, step := range []struct {
+		s    *session
+		now  int64
+		want bool
+	}{
+		{x, 0, false}, // the first session
+		{x, 50 * ms, false},
+		{y, 60 * ms, true},   // x sent 10 ms ago
+		{y, 140 * ms, true},  // x 90 ms ago
+		{y, 160 * ms, false}, // x 110 ms ago: y alone
+		{x, 170 * ms, true},  // y 10 ms ago
+		{x, 500 * ms, false},
+	} {
+		if got := b.shared(step.s, step.now); got != step.want {
+			t.Errorf("step %d: session %d at %v: shared %v, want %v", i, step.s.id, time.Duration(step.now), got, step.want)
+		}
 	}
 }
 
