@@ -30,15 +30,7 @@ func fullSession(t *testing.T) (*session, *link) {
 
 func sendOne(t *testing.T, s *session, c *Counters) sendResult {
 	t.Helper()
-	pkt := udp4(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 1200, true)
-	buf := getBuffer(len(pkt))
-	p := packetRef{buf: buf, n: copy(buf.b[headroom:], pkt)}
-	info, err := packet.Parse(p.packet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, _ := s.send(p, &info, nil, c)
-	return res
+	return sendOneWithin(t, s, nil, c)
 }
 
 // TestFullQueueWaitsForRoom: when every live path's queue is full the TUN
@@ -74,7 +66,8 @@ func TestStuckQueueDrops(t *testing.T) {
 	}
 }
 
-// sendOneWithin is sendOne for a reader with a wait budget.
+// sendOneWithin sends a packet through s for a reader with wait budget b
+// (nil: none, as the client's).
 func sendOneWithin(t *testing.T, s *session, b *waitBudget, c *Counters) sendResult {
 	t.Helper()
 	pkt := udp4(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 1200, true)
