@@ -427,7 +427,6 @@ func (c *Concentrator) outbound(p packetRef, info *packet.Info) {
 	forward(s, p, info, budget, c.writer, &c.gw, &c.counters)
 }
 
-
 // peerEndpoint receives the data of one client's links.
 type peerEndpoint struct {
 	c    *Concentrator

@@ -16,9 +16,9 @@ import (
 //	TUN ──Read(batch)──▶ readTUN ──▶ endpoint's outbound: parse, pick the
 //	session (the client has one; the concentrator looks up the destination)
 //	──▶ forward: clamp the MSS of SYNs, scheduler picks path(s), header,
-//	put on each path's queue; when every queue is full, the client's
-//	reader waits for room, the concentrator's (which serves every client)
-//	only within a budget per batch, then drops and counts, as a router
+//	put on each path's queue; when every queue is full, the reader waits
+//	for room (the concentrator's, while it serves several clients, only
+//	within a budget: see waitBudget), then drops and counts, as a router
 //	does; a packet too big for the path becomes an ICMP error written back
 //	into the TUN.
 //
@@ -29,7 +29,7 @@ import (
 // handle, which takes ownership of its buffer; packets that do not parse
 // are dropped and counted. It returns when the device fails or is closed.
 func readTUN(dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) error {
-	size := max(dev.BatchSize(), 1)
+	batch := max(dev.BatchSize(), 1)
 	mtu, err := dev.MTU()
 	if err != nil {
 		return err
@@ -38,9 +38,9 @@ func readTUN(dev tun.Device, c *Counters, handle func(packetRef, *packet.Info)) 
 	// set later (a path's datagrams stay below a small buffer), whichever
 	// is larger.
 	mtu = max(mtu, smallSize-headroom)
-	refs := make([]*buffer, size)
-	bufs := make([][]byte, size)
-	sizes := make([]int, size)
+	refs := make([]*buffer, batch)
+	bufs := make([][]byte, batch)
+	sizes := make([]int, batch)
 	for i := range refs {
 		refs[i] = getBuffer(mtu)
 		bufs[i] = refs[i].b
