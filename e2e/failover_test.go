@@ -219,6 +219,20 @@ func TestReportRedundant(t *testing.T) {
 	}
 	t.Logf("REPORT redundant, 3%% loss on each uplink, call 1000 pkt/s: %s (%.2f%% lost); uplink 1 cut at 3 s: %s (%.2f%% lost)",
 		call, 100*float64(call.Lost())/float64(call.Sent), cut, 100*float64(cut.Lost())/float64(cut.Sent))
+	// Where the call's packets went after the cut: the surviving path's
+	// congestion window limits what it carries, and what waits for room
+	// overflows the client's TUN queue in the kernel.
+	if st, err := e.ClientStatus(); err == nil {
+		for _, p := range st.Paths {
+			if p.State == "up" {
+				t.Logf("REPORT redundant after the cut: surviving path %s: congestion window %d bytes, RTT %v, QUIC loss events %.1f%%",
+					p.Name, p.Cwnd, p.RTT.Round(time.Millisecond), 100*p.Loss)
+			}
+		}
+		c := st.Counters
+		t.Logf("REPORT redundant, the client over both calls: read %d packets from its TUN; kernel dropped %d on their way to it; braid dropped %d at full queues, %d with no path",
+			c["tun_rx_packets"], c["tun_kernel_dropped"], c["drop_queue_full"], c["drop_no_path"])
+	}
 }
 
 // TestReportMeteredIdle measures what an idle metered standby uplink

@@ -419,6 +419,7 @@ func (c *Client) Status() ClientStatus {
 	st := ClientStatus{Role: "client", Mode: string(c.opts.Mode), Paths: c.sess.pathStatus(), Reorder: c.sess.reorderStatus(), Counters: c.counters.Snapshot(),
 		Goroutines: runtime.NumGoroutine()}
 	st.HeapLive, st.GCCycles = gcStats()
+	addKernelDropped(st.Counters, c.opts.Device)
 	for _, m := range c.meterOrder {
 		st.Budgets = append(st.Budgets, m.status())
 	}

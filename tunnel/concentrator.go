@@ -513,6 +513,7 @@ func (st ConcentratorStatus) WriteJSON(w io.Writer) error {
 // Status returns the concentrator's state.
 func (c *Concentrator) Status() ConcentratorStatus {
 	st := ConcentratorStatus{Role: "concentrator", Listen: c.ln.Addr().String(), Counters: c.counters.Snapshot()}
+	addKernelDropped(st.Counters, c.opts.Device)
 	for _, pr := range c.peers {
 		ss := SessionStatus{Name: pr.Name, Addresses: pr.addrs, Prefixes: pr.Prefixes, State: "none"}
 		if s := pr.sess.Load(); s != nil {

@@ -35,6 +35,31 @@ func CreateTUN(name string, mtu int) (tun.Device, string, error) {
 	return dev, real, nil
 }
 
+// kernelDropped returns how many packets the kernel dropped on their way
+// to dev's reader, from the device's statistics: the TUN driver drops
+// what its queue (txqueuelen packets) has no room for while the reader is
+// behind, or waits for room on a full path. Those never reach braid's own
+// counters. ok is false if dev is not a kernel device.
+func kernelDropped(dev tun.Device) (n uint64, ok bool) {
+	name, err := dev.Name()
+	if err != nil {
+		return 0, false
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil || link.Attrs().Statistics == nil {
+		return 0, false
+	}
+	return link.Attrs().Statistics.TxDropped, true
+}
+
+// addKernelDropped adds dev's kernelDropped to a status's counters, as
+// tun_kernel_dropped, if dev is a kernel device.
+func addKernelDropped(counters CounterSnapshot, dev tun.Device) {
+	if n, ok := kernelDropped(dev); ok {
+		counters["tun_kernel_dropped"] = n
+	}
+}
+
 // ConfigureLink sets addrs and mtu on the device and brings it up.
 func ConfigureLink(name string, addrs []netip.Prefix, mtu int) error {
 	link, err := netlink.LinkByName(name)

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
 )
 
 // inNamespace runs fn in a fresh network namespace (root only).
@@ -128,4 +130,53 @@ func TestNATInstallAndRemove(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestKernelDropped: packets the kernel drops because a TUN device's
+// reader does not keep up show in kernelDropped. The test routes UDP into
+// a TUN nobody reads, more than its queue holds.
+func TestKernelDropped(t *testing.T) {
+	inNamespace(t, func() error {
+		dev, name, err := CreateTUN("bt0", 1400)
+		if err != nil {
+			return err
+		}
+		defer dev.Close()
+		if err := ConfigureLink(name, []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")}, 0); err != nil {
+			return err
+		}
+		before, ok := kernelDropped(dev)
+		if !ok {
+			t.Fatalf("no statistics for %s", name)
+		}
+		conn, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(10, 99, 0, 2), Port: 9})
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		link, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		queue := link.Attrs().TxQLen
+		sent := 0
+		for range queue + 500 {
+			if _, err := conn.Write(make([]byte, 100)); err == nil {
+				sent++
+			}
+		}
+		after, _ := kernelDropped(dev)
+		if after-before < 500 || after-before > uint64(sent) {
+			t.Errorf("kernel dropped %d of %d packets sent into a TUN whose queue holds %d, want at least 500", after-before, sent, queue)
+		}
+		return nil
+	})
+}
+
+// TestKernelDroppedNotKernel: a device that is not the kernel's has no
+// such count.
+func TestKernelDroppedNotKernel(t *testing.T) {
+	if _, ok := kernelDropped(tuntest.NewChannelTUN().TUN()); ok {
+		t.Error("a channel TUN has kernel statistics")
+	}
 }
