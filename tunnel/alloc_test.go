@@ -16,7 +16,7 @@ import (
 // testLink is a link with a queue and no connection: enough for the
 // scheduler and the TUN reader's side of the hot path.
 func testLink(name string, prio int) *link {
-	l := &link{name: name, hello: transport.Hello{Priority: prio, Weight: 1}, queue: make(chan packetRef, sendQueueLen)}
+	l := &link{name: name, hello: transport.Hello{Priority: prio, Weight: 1}, queue: make(chan packetRef, sendQueueLen), wake: make(chan struct{}, 1)}
 	l.lastRecv.Store(monotime())
 	l.mtu.Store(1400)
 	return l

@@ -94,6 +94,7 @@ type link struct {
 
 	queue   chan packetRef
 	stopped chan struct{} // closed when run ends: nobody drains queue
+	wake    chan struct{} // ends a wait for room in queue (interrupt)
 	sent    inflight      // data recently sent, to resend if the path dies
 	lost    []uint64      // sequence numbers QUIC lost, owned by the sender
 	// peerDown is set on the concentrator when the client said this path
@@ -166,6 +167,7 @@ func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, 
 		log:      log.With("path", name),
 		queue:    make(chan packetRef, sendQueueLen),
 		stopped:  make(chan struct{}),
+		wake:     make(chan struct{}, 1),
 		probes:   make(chan [transport.HeaderLen]byte, probeQueueLen),
 	}
 	l.lastRecv.Store(monotime())
@@ -349,28 +351,50 @@ func (l *link) queueWait() time.Duration {
 }
 
 // enqueueWait queues p, waiting while the queue is full, but no longer
-// than d or the link's end. It reports whether p was queued; if not, p is
-// freed. t is the caller's timer, stopped.
-func (l *link) enqueueWait(p packetRef, t *time.Timer, d time.Duration) bool {
+// than d, the link's end or a wake-up (interrupt). It reports whether p
+// was queued, and whether a wake-up ended the wait, in which case p is
+// still the caller's; otherwise, if p was not queued, it is freed. t is
+// the caller's timer, stopped.
+func (l *link) enqueueWait(p packetRef, t *time.Timer, d time.Duration) (queued, woken bool) {
 	select {
 	case l.queue <- p:
-		return true
+		return true, false
 	default:
 	}
 	if d <= 0 {
 		putBuffer(p.buf)
-		return false
+		return false, false
+	}
+	if l.alive(monotime()) {
+		select {
+		case <-l.wake: // a wake-up from before the link was last up
+		default:
+		}
 	}
 	t.Reset(d)
 	defer t.Stop()
 	select {
 	case l.queue <- p:
-		return true
+		return true, false
+	case <-l.wake:
+		return false, true
 	case <-l.stopped:
 	case <-t.C:
 	}
 	putBuffer(p.buf)
-	return false
+	return false, false
+}
+
+// interrupt ends a wait for room in the link's queue (enqueueWait), now or
+// the next one: the link may have gone down. The waiter holds its
+// session's sendMu, so the session would otherwise look at its links, and
+// resend what a dead one had in flight, only once the wait timed out: up
+// to two round trips of the dead path later.
+func (l *link) interrupt() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
 }
 
 // sender owns Path.Send for data and probes, and on its ticks sends

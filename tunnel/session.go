@@ -189,11 +189,21 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 				d = min(d, budget.left)
 			}
 			start := monotime()
-			queued = links[i].enqueueWait(ref, s.timer, d)
+			var woken bool
+			queued, woken = links[i].enqueueWait(ref, s.timer, d)
 			waited := time.Duration(monotime() - start)
 			c.ReaderWaitNs.Add(uint64(waited))
 			if budget != nil {
 				budget.left -= waited
+			}
+			if woken {
+				// The path may have gone down: look now (resending what
+				// it had in flight), and send the packet after that, on
+				// the paths the scheduler picks then.
+				links = s.look(c)
+				one := [1]packetRef{ref}
+				s.requeue(links, one[:], monotime(), c)
+				queued = true
 			}
 			continue
 		}
@@ -360,8 +370,11 @@ func (s *session) requeue(links []*link, pkts []packetRef, now int64, c *Counter
 			putBuffer(p.buf)
 			continue
 		}
-		if links[s.picks[0]].enqueueWait(p, s.timer, time.Duration(until-monotime())) {
+		switch queued, woken := links[s.picks[0]].enqueueWait(p, s.timer, time.Duration(until-monotime())); {
+		case queued:
 			c.Resent.Add(1)
+		case woken:
+			putBuffer(p.buf) // its new path went down too
 		}
 	}
 }
@@ -445,8 +458,10 @@ func (s *session) setPeerDown(names []string) bool {
 	more := false
 	for _, l := range *s.links.Load() {
 		down := slices.Contains(names, l.name)
-		more = more || down && !l.peerDown.Load()
-		l.peerDown.Store(down)
+		if was := l.peerDown.Swap(down); down && !was {
+			more = true
+			l.interrupt() // the TUN reader may be waiting for room on it
+		}
 	}
 	return more
 }

@@ -3,7 +3,9 @@ package tunnel
 import (
 	"context"
 	"net/netip"
+	"runtime"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -516,5 +518,60 @@ func TestLinkDownBeforeFirstLook(t *testing.T) {
 	}
 	if got := (<-b.queue).seq(); got != 1 {
 		t.Errorf("resent %d, want 1", got)
+	}
+}
+
+// TestWaitEndsWhenPathGoesDown: a reader waiting for room on a path that
+// goes down (the kernel's carrier event, or the client's word on the
+// concentrator) stops waiting at once: the session looks at its links,
+// resends what the dead one had in flight, then sends the packet it was
+// holding on the path the scheduler picks now. Before, the wait ran out
+// first (up to two round trips of the dead path, holding the session's
+// sendMu, so the failover waited too) and the packet was dropped.
+func TestWaitEndsWhenPathGoesDown(t *testing.T) {
+	for _, how := range []string{"carrier", "peer"} {
+		t.Run(how, func(t *testing.T) {
+			s, a, b := twoLinks(t)
+			s.addLink(a)
+			s.addLink(b)
+			var carrier atomic.Bool
+			a.carrierDown = &carrier
+			a.rtt.Store(int64(time.Second)) // a wait on a would last maxQueueWait
+			for range cap(a.queue) { // both full, so the reader waits on a
+				a.queue <- packetRef{buf: getBuffer(100), n: 100}
+				b.queue <- packetRef{buf: getBuffer(100), n: 100}
+			}
+			var c Counters
+			done := make(chan sendResult)
+			go func() { done <- sendOne(t, s, &c) }()
+			for s.sendMu.TryLock() { // until the reader holds it: it is about to wait, or waits
+				s.sendMu.Unlock()
+				runtime.Gosched()
+			}
+			switch how {
+			case "carrier":
+				carrier.Store(true)
+				a.interrupt()
+			case "peer":
+				s.setPeerDown([]string{a.name})
+			}
+			putBuffer((<-b.queue).buf) // b's sender takes one: room for the packet
+			if res := <-done; res != sent {
+				t.Fatalf("send = %v, want sent", res)
+			}
+			if n := len(b.queue); n == 0 {
+				t.Fatalf("nothing queued on the surviving path")
+			}
+			var last packetRef
+			for len(b.queue) > 0 {
+				last = <-b.queue
+			}
+			if last.seq() != s.seq {
+				t.Errorf("the surviving path's last packet is %d, want the one the reader held, %d", last.seq(), s.seq)
+			}
+			if n := c.DropQueueFull.Load(); n != 0 {
+				t.Errorf("drop_queue_full = %d, want 0", n)
+			}
+		})
 	}
 }

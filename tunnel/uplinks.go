@@ -227,6 +227,11 @@ func (c *Client) applyEvent(r *uplinkRun, ev transport.LinkEvent) {
 		r.carrierDown.Store(!ev.Up)
 		c.log.Info("uplink interface changed", "path", r.Name, "interface", ev.Interface, "up", ev.Up)
 		if !ev.Up {
+			r.mu.Lock()
+			if r.cur != nil {
+				r.cur.interrupt() // the TUN reader may be waiting for room on it
+			}
+			r.mu.Unlock()
 			c.sess.failover(&c.counters) // at once, not at the next look
 			return
 		}
