@@ -537,7 +537,8 @@ func TestWaitEndsWhenPathGoesDown(t *testing.T) {
 			var carrier atomic.Bool
 			a.carrierDown = &carrier
 			a.rtt.Store(int64(time.Second)) // a wait on a would last maxQueueWait
-			for range cap(a.queue) {        // both full, so the reader waits on a
+			// Both queues full, so that the reader waits on a.
+			for range cap(a.queue) {
 				a.queue <- packetRef{buf: getBuffer(100), n: 100}
 				b.queue <- packetRef{buf: getBuffer(100), n: 100}
 			}
