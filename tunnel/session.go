@@ -155,14 +155,13 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 		s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
 		wait = true
 	}
-	if len(s.picks) == 0 && full {
-		c.DropQueueFull.Add(1)
-		putBuffer(p.buf)
-		return queueFull, 0
-	}
 	if len(s.picks) == 0 {
-		c.DropNoPath.Add(1)
 		putBuffer(p.buf)
+		if full {
+			c.DropQueueFull.Add(1)
+			return queueFull, 0
+		}
+		c.DropNoPath.Add(1)
 		return noPath, 0
 	}
 	for _, i := range s.picks {
