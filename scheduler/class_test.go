@@ -135,6 +135,9 @@ func TestMulti(t *testing.T) {
 	if got := m.Pick(nil, p, paths); len(got) != 3 {
 		t.Errorf("voice (redundant, 3 copies): Pick = %v", got)
 	}
+	if n := m.Copies(p); n != 3 {
+		t.Errorf("voice (redundant, 3 copies): Copies = %d", n)
+	}
 	ssh := tcp(22, 100, tcpACK)
 	if p := m.Packet(&ssh, 1); p.Class != 2 || !p.Interactive {
 		t.Errorf("ssh Packet = %+v", p)
@@ -146,6 +149,9 @@ func TestMulti(t *testing.T) {
 	}
 	if got := m.Pick(nil, p, paths); len(got) != 1 || got[0] != 0 {
 		t.Errorf("bulk (failover): Pick = %v", got)
+	}
+	if n := m.Copies(p); n != 0 {
+		t.Errorf("bulk (failover): Copies = %d, want 0", n)
 	}
 	p.Class = 99
 	if got := m.Pick(nil, p, paths); len(got) != 1 || got[0] != 0 {
@@ -192,16 +198,21 @@ func TestMultiCopies(t *testing.T) {
 	paths := []PathState{up(0, 1), up(1, 1), up(2, 1), up(3, 1)}
 	bulk := tcp(443, 1448, tcpACK)
 	for _, tt := range []struct {
-		mode   Mode
-		copies int
-		want   int
-	}{{Redundant, 3, 3}, {Redundant, 0, DefaultCopies}, {Redundant, 9, 4}, {Failover, 3, 1}} {
+		mode       Mode
+		copies     int
+		want       int
+		copiesWant int
+	}{{Redundant, 3, 3, 3}, {Redundant, 0, DefaultCopies, DefaultCopies}, {Redundant, 9, 4, 9}, {Failover, 3, 1, 0}} {
 		m, err := NewMultiCopies(tt.mode, tt.copies, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := m.Pick(nil, m.Packet(&bulk, 1), paths); len(got) != tt.want {
 			t.Errorf("%s with %d copies: Pick = %v, want %d paths", tt.mode, tt.copies, got, tt.want)
+		}
+		// Copies is what the class asks for, however few paths there are.
+		if got := m.Copies(m.Packet(&bulk, 1)); got != tt.copiesWant {
+			t.Errorf("%s with %d copies: Copies = %d, want %d", tt.mode, tt.copies, got, tt.copiesWant)
 		}
 	}
 	if _, err := NewMultiCopies("bogus", 2, nil); err == nil {

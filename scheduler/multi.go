@@ -70,3 +70,19 @@ func (m *Multi) Pick(dst []int, p Packet, paths []PathState) []int {
 	}
 	return s.Pick(dst, p, paths)
 }
+
+// Copies returns how many copies of p its Scheduler wants: those of its
+// class when that class is Redundant, else 0. The caller may send a
+// redundant packet outside congestion control (it is protected by its
+// copies and paced by its application), and may send the copies that the
+// usable paths are short of on the same path.
+func (m *Multi) Copies(p Packet) int {
+	s := m.scheds[0]
+	if p.Class > 0 && p.Class < len(m.scheds) {
+		s = m.scheds[p.Class]
+	}
+	if r, ok := s.(redundant); ok {
+		return r.n
+	}
+	return 0
+}

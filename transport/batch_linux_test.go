@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"testing"
@@ -145,6 +146,7 @@ func TestBatchConnDelivers(t *testing.T) {
 			size = 100 + i%500 // ACK-sized packets between full ones
 		}
 		p := bytes.Repeat([]byte{byte(i), byte(i >> 8)}, size/2)
+		p[0] = 0x40 // QUIC's fixed bit: a packet for quic-go, not a direct datagram
 		sent = append(sent, p)
 		if _, _, err := tx.WriteMsgUDP(p, nil, dst); err != nil {
 			t.Fatal(err)
@@ -173,15 +175,15 @@ func TestBatchConnDelivers(t *testing.T) {
 func TestBatchConnSplitsGSOWrites(t *testing.T) {
 	tx, rx := loopbackPair(t)
 	dst := rx.LocalAddr().(*net.UDPAddr)
-	b := append(bytes.Repeat([]byte{1}, 1000), bytes.Repeat([]byte{2}, 1000)...)
-	b = append(b, bytes.Repeat([]byte{3}, 300)...)
+	b := append(bytes.Repeat([]byte{0x41}, 1000), bytes.Repeat([]byte{0x42}, 1000)...)
+	b = append(b, bytes.Repeat([]byte{0x43}, 300)...)
 	if n, _, err := tx.WriteMsgUDP(b, appendSegmentSize(nil, 1000), dst); err != nil || n != len(b) {
 		t.Fatalf("WriteMsgUDP = %d, %v", n, err)
 	}
 	got := readAll(t, rx, 3)
 	for i, want := range []int{1000, 1000, 300} {
-		if len(got[i]) != want || got[i][0] != byte(i+1) {
-			t.Errorf("packet %d: %d bytes of %d, want %d bytes of %d", i, len(got[i]), got[i][0], want, i+1)
+		if len(got[i]) != want || got[i][0] != byte(0x41+i) {
+			t.Errorf("packet %d: %d bytes of %#x, want %d bytes of %#x", i, len(got[i]), got[i][0], want, 0x41+i)
 		}
 	}
 }
@@ -196,7 +198,7 @@ func TestBatchConnSplitsGSOWritesWithECN(t *testing.T) {
 	dst := rx.LocalAddr().(*net.UDPAddr)
 	var want []int
 	for range 2 {
-		b := append(bytes.Repeat([]byte{1}, 1000), bytes.Repeat([]byte{2}, 300)...)
+		b := append(bytes.Repeat([]byte{0x41}, 1000), bytes.Repeat([]byte{0x42}, 300)...)
 		if n, _, err := tx.WriteMsgUDP(b, appendTOS(appendSegmentSize(nil, 1000), 2), dst); err != nil || n != len(b) {
 			t.Fatalf("WriteMsgUDP = %d, %v", n, err)
 		}
@@ -242,5 +244,42 @@ func TestBatchConnReaderWaitsAtGate(t *testing.T) {
 	readAll(t, rx, 1)
 	if d := time.Since(start); d < gateMaxWait {
 		t.Errorf("ReadBatch returned after %v with the gate closed, want at least %v", d, gateMaxWait)
+	}
+}
+
+// TestBatchConnDivertsDirect: direct datagrams never reach quic-go's
+// reads (which keep 32 packets that are not QUIC, and drop the rest):
+// readDirect takes them, a burst of hundreds among QUIC packets included,
+// and quic-go reads the QUIC packets alone, in order.
+func TestBatchConnDivertsDirect(t *testing.T) {
+	tx, rx := loopbackPair(t)
+	dst := rx.LocalAddr().(*net.UDPAddr)
+	const n = 300
+	for i := range n {
+		quic := bytes.Repeat([]byte{0x40, byte(i)}, 600)
+		direct := bytes.Repeat([]byte{directMarker, byte(i)}, 600)
+		for _, p := range [][]byte{quic, direct} {
+			if _, _, err := tx.WriteMsgUDP(p, nil, dst); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got := readAll(t, rx, n)
+	for i, p := range got {
+		if p[0] != 0x40 || p[1] != byte(i) {
+			t.Fatalf("quic-go read %#x %d as packet %d, want 0x40 %d", p[0], p[1], i, i)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b := make([]byte, 2048)
+	for i := range n {
+		k, err := rx.readDirect(ctx, b)
+		if err != nil {
+			t.Fatalf("direct datagram %d: %v (%d dropped)", i, err, rx.droppedDirect())
+		}
+		if k != 1200 || b[0] != directMarker || b[1] != byte(i) {
+			t.Fatalf("direct datagram %d: %d bytes, %#x %d", i, k, b[0], b[1])
+		}
 	}
 }

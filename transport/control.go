@@ -37,6 +37,8 @@ type Hello struct {
 	// Instance is random per client process: a new one tells the
 	// concentrator to start a new session (sequence numbers restart).
 	Instance uint64 `json:"instance"`
+	// Direct says the client takes direct datagrams (direct.go).
+	Direct bool `json:"direct,omitempty"`
 }
 
 // Welcome is the concentrator's answer: the session the path joined.
@@ -46,6 +48,9 @@ type Welcome struct {
 	Addresses []netip.Prefix `json:"addresses"` // inner addresses, with the pool's prefix length
 	Routes    []netip.Prefix `json:"routes"`    // prefixes reachable through the concentrator (informational)
 	MTU       int            `json:"mtu"`       // largest inner packet the concentrator will send
+	// Direct says the concentrator takes direct datagrams on the path
+	// (direct.go), and sends them if the hello said the client does.
+	Direct bool `json:"direct,omitempty"`
 }
 
 // Report is sent periodically in both directions on every path: what this

@@ -124,6 +124,9 @@ type Path struct {
 	tr  *quic.Transport
 	udp net.PacketConn
 
+	direct *directLane
+	out    *quic.Transport // where direct datagrams leave
+
 	writeMu sync.Mutex // serialises control messages
 
 	loss *lossTracker // nil if quic-go gave the connection no tracer
@@ -411,7 +414,11 @@ func Dial(ctx context.Context, cfg DialConfig, hello *Hello) (*Path, *Welcome, e
 		return nil, nil, err
 	}
 	p := newPath(conn)
-	p.tr, p.udp = tr, pc
+	p.tr, p.udp, p.out = tr, pc, tr
+	if p.direct, err = newDirectLane(conn.ConnectionState().TLS, true); err != nil {
+		p.Close("no keys")
+		return nil, nil, err
+	}
 	w, err := p.clientHandshake(ctx, hello)
 	if err != nil {
 		p.Close("handshake failed")
@@ -509,6 +516,11 @@ func (l *Listener) Accept(ctx context.Context) (*Path, error) {
 	}
 	p := newPath(conn)
 	p.peer = peer
+	p.out = l.tr
+	if p.direct, err = newDirectLane(conn.ConnectionState().TLS, false); err != nil {
+		conn.CloseWithError(1, "no keys")
+		return nil, err
+	}
 	return p, nil
 }
 

@@ -49,6 +49,7 @@ func dialConfig(t *testing.T, l *Listener, client ed25519.PrivateKey, server ed2
 // each end heard in the handshake.
 type pair struct {
 	client, server *Path
+	listener       *Listener
 	clientKey      ed25519.PrivateKey
 	hello          *Hello   // as the server read it
 	welcome        *Welcome // as the client read it
@@ -62,7 +63,7 @@ func connect(t *testing.T, hello *Hello, welcome *Welcome) *pair {
 	l := listen(t, serverKey, clientKey.Public().(ed25519.PublicKey))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	pr := &pair{clientKey: clientKey}
+	pr := &pair{clientKey: clientKey, listener: l}
 	accepted := make(chan error, 1)
 	go func() {
 		p, err := l.Accept(ctx)

@@ -16,10 +16,12 @@ func udp4To(src, dst netip.Addr, port uint16, size int) []byte {
 	return b
 }
 
-// txPackets returns the data packets the client sent on wifi and lte.
+// txPackets returns the data packets the client sent on wifi and lte,
+// through QUIC and direct.
 func (h *harness) txPackets() []uint64 {
 	paths := h.client.Status().Paths
-	return []uint64{pathNamed(h.t, paths, "wifi").TxPackets, pathNamed(h.t, paths, "lte").TxPackets}
+	wifi, lte := pathNamed(h.t, paths, "wifi"), pathNamed(h.t, paths, "lte")
+	return []uint64{wifi.TxPackets + wifi.DirectTx, lte.TxPackets + lte.DirectTx}
 }
 
 // TestClassTakesEffect: on a client in failover mode with two paths, a
@@ -76,9 +78,13 @@ func TestClassTakesEffect(t *testing.T) {
 		return tx
 	}
 
+	directBefore := h.client.Status().Counters["direct_tx"]
 	tx := send("udp 5300", n, func(int) []byte { return udp4To(own, dst, 5300, 100) })
 	if tx[0] != n || tx[1] != n {
 		t.Errorf("UDP to 5300 (redundant class): %v packets sent on the paths, want %d on each", tx, n)
+	}
+	if got := h.client.Status().Counters["direct_tx"] - directBefore; got != 2*n {
+		t.Errorf("UDP to 5300 (redundant class): %d direct datagrams sent, want %d: both copies of each", got, 2*n)
 	}
 	waitFor(t, "the concentrator to drop the second copies", 5*time.Second, func() bool {
 		return h.conc.Status().Counters["drop_duplicate"] >= n

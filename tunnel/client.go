@@ -420,6 +420,9 @@ func (c *Client) Status() ClientStatus {
 		Goroutines: runtime.NumGoroutine()}
 	st.HeapLive, st.GCCycles = gcStats()
 	addKernelDropped(st.Counters, c.opts.Device)
+	for _, p := range st.Paths {
+		st.Counters["drop_direct_queue"] += p.DirectDropped
+	}
 	for _, m := range c.meterOrder {
 		st.Budgets = append(st.Budgets, m.status())
 	}

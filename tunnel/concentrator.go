@@ -64,6 +64,10 @@ type Concentrator struct {
 	// (see waitBudget); the reader's own.
 	readBudget waitBudget
 
+	// directs finds the path of a direct datagram by its lane ID.
+	directMu sync.RWMutex
+	directs  map[uint64]directPath
+
 	// Immutable after NewConcentrator: lookups on the packet path take no lock.
 	peers    map[string]*peer // by public key
 	byAddr   map[netip.Addr]*peer
@@ -112,7 +116,7 @@ func NewConcentrator(opts ConcentratorOptions) (*Concentrator, error) {
 		opts.GracePeriod = DefaultGracePeriod
 	}
 	c := &Concentrator{opts: opts, log: opts.Logger, peers: map[string]*peer{}, byAddr: map[netip.Addr]*peer{},
-		accepted: make(chan struct{}, 1)}
+		accepted: make(chan struct{}, 1), directs: map[uint64]directPath{}}
 	if opts.Pool4.IsValid() {
 		c.gw.v4 = gatewayFor(opts.Pool4)
 	}
@@ -204,6 +208,7 @@ func (c *Concentrator) Run(ctx context.Context) error {
 	wg.Go(func() { c.reap(ctx) })
 	wg.Go(func() { c.releaseMemory(ctx) })
 	wg.Go(func() { every(ctx, probeInterval, c.failover) })
+	wg.Go(func() { c.receiveDirect(ctx) })
 	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound)
 	cancel()
 	c.ln.Close()
@@ -305,20 +310,78 @@ func (c *Concentrator) serve(ctx context.Context, wg *sync.WaitGroup, p *transpo
 		p.Close("refused")
 		return
 	}
-	welcome := &transport.Welcome{Session: sess.id, Name: pr.Name, Addresses: pr.addrs, Routes: c.TunAddresses(), MTU: c.opts.MTU}
+	ep := &peerEndpoint{c: c, peer: pr, sess: sess}
+	direct := c.addDirect(l, ep) // before the welcome: the client may send at once
+	welcome := &transport.Welcome{Session: sess.id, Name: pr.Name, Addresses: pr.addrs, Routes: c.TunAddresses(), MTU: c.opts.MTU, Direct: direct}
 	if err := p.WriteControl(&transport.Message{Welcome: welcome}); err != nil {
+		c.removeDirect(l)
 		sess.removeLink(l)
 		p.Close("welcome failed")
 		return
 	}
 	log.Info("path up", "remote", p.RemoteAddr(), "session", sess.id)
 	wg.Go(func() {
-		err := l.run(ctx, &peerEndpoint{c: c, peer: pr, sess: sess})
+		err := l.run(ctx, ep)
+		c.removeDirect(l)
 		sess.removeLink(l)
 		if ctx.Err() == nil {
 			log.Info("path down", "err", err)
 		}
 	})
+}
+
+// directPath is where a direct datagram goes.
+type directPath struct {
+	l  *link
+	ep *peerEndpoint
+}
+
+// addDirect makes l's direct datagrams reach ep, and reports whether the
+// concentrator takes them; l sends them if the client takes them too.
+func (c *Concentrator) addDirect(l *link, ep *peerEndpoint) bool {
+	id := l.path.DirectID()
+	c.directMu.Lock()
+	defer c.directMu.Unlock()
+	if _, taken := c.directs[id]; taken {
+		return false // two connections exported the same 64 bits: the later goes without
+	}
+	c.directs[id] = directPath{l, ep}
+	l.direct.Store(l.hello.Direct) // the link is in the session already
+	return true
+}
+
+// removeDirect forgets l's direct datagrams.
+func (c *Concentrator) removeDirect(l *link) {
+	id := l.path.DirectID()
+	c.directMu.Lock()
+	defer c.directMu.Unlock()
+	if c.directs[id].l == l {
+		delete(c.directs, id)
+	}
+}
+
+// receiveDirect reads the direct datagrams of every path, which arrive on
+// the listener's shared socket, and delivers them. One goroutine serves
+// them all: they are the redundant classes' packets, bounded by each
+// session's direct rate.
+func (c *Concentrator) receiveDirect(ctx context.Context) {
+	raw := make([]byte, maxDirect)
+	var scratch []byte
+	for {
+		n, err := c.ln.ReadDirect(ctx, raw)
+		if err != nil {
+			return
+		}
+		id, _ := transport.DirectID(raw[:n])
+		c.directMu.RLock()
+		d, ok := c.directs[id]
+		c.directMu.RUnlock()
+		if !ok {
+			c.counters.DropBadDirect.Add(1)
+			continue
+		}
+		scratch = d.l.receiveDirect(ctx, d.ep, raw[:n], scratch)
+	}
 }
 
 // join adds l to the client's session, starting a new session when there
@@ -514,6 +577,7 @@ func (st ConcentratorStatus) WriteJSON(w io.Writer) error {
 func (c *Concentrator) Status() ConcentratorStatus {
 	st := ConcentratorStatus{Role: "concentrator", Listen: c.ln.Addr().String(), Counters: c.counters.Snapshot()}
 	addKernelDropped(st.Counters, c.opts.Device)
+	st.Counters["drop_direct_queue"] = c.ln.DirectDropped() // direct datagrams beyond the socket's queue
 	for _, pr := range c.peers {
 		ss := SessionStatus{Name: pr.Name, Addresses: pr.addrs, Prefixes: pr.Prefixes, State: "none"}
 		if s := pr.sess.Load(); s != nil {

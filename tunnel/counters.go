@@ -23,6 +23,9 @@ type Counters struct {
 	ResendSkipped  atomic.Uint64 // in flight on a path that died, not sent again: the peer said it had it
 	ResendExpired  atomic.Uint64 // in flight on a path that died, held back for the peer's answer, which came too late
 	LossResent     atomic.Uint64 // in a packet QUIC declared lost: sent again
+	DirectTx       atomic.Uint64 // direct datagrams sent (transport/direct.go), copies included
+	DirectRx       atomic.Uint64 // direct datagrams accepted
+	DropBadDirect  atomic.Uint64 // not QUIC, and not a direct datagram of a path
 	// ReaderWaitNs is the time the TUN reader spent waiting for room in a
 	// path's queue (nanoseconds): the backpressure of the paths.
 	ReaderWaitNs atomic.Uint64
@@ -39,6 +42,9 @@ func (c *Counters) Snapshot() CounterSnapshot {
 		"resend_skipped":   c.ResendSkipped.Load(),
 		"resend_expired":   c.ResendExpired.Load(),
 		"loss_resent":      c.LossResent.Load(),
+		"direct_tx":        c.DirectTx.Load(),
+		"direct_rx":        c.DirectRx.Load(),
+		"drop_bad_direct":  c.DropBadDirect.Load(),
 		"tun_tx_packets":   c.TunTxPackets.Load(),
 		"drop_malformed":   c.DropMalformed.Load(),
 		"drop_no_path":     c.DropNoPath.Load(),

@@ -79,7 +79,8 @@ var clockStart = time.Now()
 // monotime is a monotonic clock in nanoseconds, cheap to store atomically.
 func monotime() int64 { return int64(time.Since(clockStart)) }
 
-// endpoint receives the data datagrams of its links.
+// endpoint receives the data datagrams of its links; l is nil for a
+// direct datagram.
 type endpoint interface {
 	deliver(ctx context.Context, l *link, seq uint64, pkt []byte)
 }
@@ -155,6 +156,12 @@ type link struct {
 	// peerRestrict, on the concentrator, is the restriction the client
 	// reported for the path (see budget.go).
 	peerRestrict atomic.Int32
+
+	// direct says the peer takes direct datagrams on the path (and, on
+	// the client, that the concentrator sends them); directWire counts
+	// their bytes both ways, IP and UDP headers included, for the meter.
+	direct     atomic.Bool
+	directWire atomic.Uint64
 }
 
 func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, c *Counters, log *slog.Logger) *link {
@@ -307,7 +314,7 @@ func (l *link) count(s transport.Stats) {
 	if l.meter == nil {
 		return
 	}
-	total := s.BytesSent + s.BytesReceived + l.wireOverhead*(s.PacketsSent+s.PacketsRecv)
+	total := s.BytesSent + s.BytesReceived + l.wireOverhead*(s.PacketsSent+s.PacketsRecv) + l.directWire.Load()
 	if total > l.counted {
 		l.meter.add(total - l.counted)
 		l.counted = total
@@ -323,6 +330,11 @@ func (l *link) run(ctx context.Context, ep endpoint) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { cancel(l.receiver(ctx, ep)) })
 	wg.Go(func() { cancel(l.controlReader(ctx)) })
+	if l.direct.Load() && l.probe {
+		// A client path's own socket; the concentrator reads its shared
+		// one in one place (Concentrator.receiveDirect).
+		wg.Go(func() { cancel(l.directReceiver(ctx, ep)) })
+	}
 	cancel(l.sender(ctx))
 	l.dead.Store(true)
 	close(l.stopped)
@@ -660,6 +672,57 @@ func (l *link) receiver(ctx context.Context, ep endpoint) error {
 	}
 }
 
+// sendDirect sends the braid datagram d as a direct datagram, built in
+// scratch. It may be called from any goroutine.
+func (l *link) sendDirect(d, scratch []byte) {
+	if err := l.path.SendDirect(d, scratch); err != nil {
+		l.counters.DropSendFailed.Add(1)
+		return
+	}
+	l.counters.DirectTx.Add(1)
+	l.directWire.Add(uint64(len(d)+transport.DirectOverhead) + l.wireOverhead)
+}
+
+// directReceiver reads the direct datagrams that arrive on a client
+// path's socket.
+func (l *link) directReceiver(ctx context.Context, ep endpoint) error {
+	raw := make([]byte, maxDirect)
+	var scratch []byte
+	for {
+		n, err := l.path.ReadDirect(ctx, raw)
+		if err != nil {
+			return err
+		}
+		scratch = l.receiveDirect(ctx, ep, raw[:n], scratch)
+	}
+}
+
+// maxDirect holds any UDP payload of a 1500-byte link, and more.
+const maxDirect = 2048
+
+// receiveDirect opens raw, a direct datagram of the path, and delivers the
+// packet it carries, using scratch (returned, perhaps grown). One
+// goroutine receives a link's direct datagrams.
+func (l *link) receiveDirect(ctx context.Context, ep endpoint, raw, scratch []byte) []byte {
+	d, err := l.path.OpenDirect(scratch[:0], raw)
+	if err != nil {
+		l.counters.DropBadDirect.Add(1)
+		return scratch
+	}
+	kind, seq, payload, err := transport.ParseHeader(d)
+	if err != nil || kind != transport.KindData {
+		l.counters.DropBadDgram.Add(1)
+		return d
+	}
+	now := monotime()
+	l.lastRecv.Store(now)
+	l.lastData.Store(now)
+	l.counters.DirectRx.Add(1)
+	l.directWire.Add(uint64(len(raw)) + l.wireOverhead)
+	ep.deliver(ctx, nil, seq, payload)
+	return d
+}
+
 // controlReader reads the peer's control messages.
 func (l *link) controlReader(ctx context.Context) error {
 	for {
@@ -793,6 +856,13 @@ type PathStatus struct {
 	// Packets QUIC declared lost that the peer acknowledged after all.
 	QUICSpurious uint64 `json:"quic_spurious_losses"`
 	PeerRx       uint64 `json:"peer_rx_packets"` // what the peer says it received on this path
+	// Direct datagrams sent and accepted (transport/direct.go), which the
+	// counts of data packets above leave out.
+	DirectTx uint64 `json:"direct_tx_packets"`
+	DirectRx uint64 `json:"direct_rx_packets"`
+	// DirectDropped counts direct datagrams that arrived on a client
+	// path's socket while too many waited to be read.
+	DirectDropped uint64 `json:"direct_dropped,omitempty"`
 	// What the scheduler knows of the path: its delivery rate (bytes/s),
 	// whether that was measured while the path was the limit (its
 	// capacity), and its loss event rate (QUIC's loss events over the
@@ -833,6 +903,10 @@ func (l *link) status() PathStatus {
 	}
 	if l.alive(now) {
 		st.State = "up"
+	}
+	st.DirectTx, st.DirectRx = l.path.DirectCounts()
+	if l.probe {
+		st.DirectDropped = l.path.DirectDropped()
 	}
 	if r := l.peer.Load(); r != nil {
 		st.PeerRx = r.RxPackets

@@ -36,8 +36,10 @@ const (
 func (s *session) deliver(ctx context.Context, l *link, seq uint64, pkt []byte, w *tunWriter, c *Counters) {
 	s.rxMu.Lock()
 	defer s.rxMu.Unlock()
-	// Under rxMu, so that passed never counts a packet not yet pushed.
-	if seq > l.highestSeq.Load() {
+	// Under rxMu, so that passed never counts a packet not yet pushed. A
+	// direct datagram (l nil) may overtake the path's QUIC datagrams, so
+	// it says nothing of what the path lost.
+	if l != nil && seq > l.highestSeq.Load() {
 		l.highestSeq.Store(seq)
 	}
 	if !s.window.Accept(seq) {

@@ -11,6 +11,7 @@ import (
 	"github.com/braid-tunnel/braid/scheduler"
 	"github.com/braid-tunnel/braid/transport"
 	"github.com/braid-tunnel/braid/tunnel/packet"
+	"golang.org/x/time/rate"
 )
 
 // A session is one client's tunnel as either end sees it: the links of all
@@ -59,8 +60,20 @@ type session struct {
 	// of it it lacks (transport.Missing) or limboUntil passes.
 	limbo      []packetRef
 	limboUntil int64
-	timer      *time.Timer // bounds a wait for queue room (enqueueWait)
+	timer      *time.Timer   // bounds a wait for queue room (enqueueWait)
+	direct     *rate.Limiter // direct datagrams' bytes (sendDirect); nil until the first
 }
+
+// What a session sends as direct datagrams (sendDirect), copies included:
+// a redundant class is for calls and games, a few hundred kbit/s (a voice
+// call) to a few Mbit/s (a video call). Beyond directRate what the class
+// carries is bulk, and goes through QUIC, whose congestion control keeps
+// it from flooding a path. directBurst lets a video key frame of tens of
+// kilobytes go in its copies at once.
+const (
+	directRate  = 12e6 / 8 // bytes a second
+	directBurst = 128 << 10
+)
 
 func newSession(id uint64, mode scheduler.Mode, copies int, classes []scheduler.Class) (*session, error) {
 	sched, err := scheduler.NewMultiCopies(mode, copies, classes)
@@ -172,6 +185,9 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 	}
 	s.seq++
 	transport.PutHeader(p.buf.b[headroom-transport.HeaderLen:], transport.KindData, s.seq)
+	if n := s.sched.Copies(pk); n > 1 && s.sendDirect(links, n, p) {
+		return sent, 0
+	}
 	queued := false
 	// Queue the original last: once queued, its buffer belongs to that
 	// path's sender, so every other copy must be made before.
@@ -218,6 +234,38 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 		return queueFull, 0
 	}
 	return sent, 0
+}
+
+// sendDirect sends a packet of a redundant class, of copies copies, as
+// direct datagrams (transport/direct.go): outside QUIC's congestion
+// control, which on a lossy path would hold the packets back although the
+// path has room (measured: 15-39% of a call lost). One copy goes on each
+// picked path; when fewer paths are usable than two, the best one takes a
+// second copy, so that a random loss on it still takes two losses to lose
+// the packet. It takes p's buffer and reports true; false, leaving p to
+// the caller, when a picked path's peer does not take direct datagrams or
+// the session's direct rate is spent. sendMu is held.
+func (s *session) sendDirect(links []*link, copies int, p packetRef) bool {
+	for _, i := range s.picks {
+		if !links[i].direct.Load() {
+			return false
+		}
+	}
+	n := max(len(s.picks), min(copies, 2))
+	if s.direct == nil {
+		s.direct = rate.NewLimiter(directRate, directBurst)
+	}
+	d := p.datagram()
+	if !s.direct.AllowN(time.Now(), n*len(d)) {
+		return false
+	}
+	scratch := getBuffer(len(d) + transport.DirectOverhead)
+	for k := range n {
+		links[s.picks[min(k, len(s.picks)-1)]].sendDirect(d, scratch.b[:0])
+	}
+	putBuffer(scratch)
+	putBuffer(p.buf)
+	return true
 }
 
 // failover resends what the links that went down since the last look had

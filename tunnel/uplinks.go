@@ -174,6 +174,7 @@ func (c *Client) dial(ctx context.Context, r *uplinkRun) (*link, netip.Addr, err
 		Budgeted: r.meter != nil,
 		Mode:     string(c.opts.Mode),
 		Instance: c.instance,
+		Direct:   true,
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
@@ -185,6 +186,7 @@ func (c *Client) dial(ctx context.Context, r *uplinkRun) (*link, netip.Addr, err
 	l.est.Cap = r.RateCap // not yet shared: no need for estMu
 	l.carrierDown = &r.carrierDown
 	l.meter = r.meter
+	l.direct.Store(w.Direct)
 	if err := c.join(w, int(l.mtu.Load())); err != nil {
 		p.Close("configuration failed")
 		return nil, netip.Addr{}, err

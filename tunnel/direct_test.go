@@ -1,0 +1,172 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/braid-tunnel/braid/config"
+	"github.com/braid-tunnel/braid/scheduler"
+	"github.com/braid-tunnel/braid/transport"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+)
+
+// redundantPair starts a concentrator and a client in mode redundant with
+// n paths, on channel TUNs.
+func redundantPair(t *testing.T, n int) (h *harness, client, conc *tuntest.ChannelTUN) {
+	h = newHarness(t)
+	conc, client = tuntest.NewChannelTUN(), tuntest.NewChannelTUN()
+	h.startConcentrator(conc.TUN())
+	h.startClient(client.TUN(), scheduler.Redundant, n)
+	waitFor(t, "paths up", 10*time.Second, h.pathsUp(n))
+	return h, client, conc
+}
+
+// receive reads n packets from in, failing the test if they take long.
+func receive(t *testing.T, what string, in chan []byte, n int) {
+	t.Helper()
+	for i := range n {
+		select {
+		case <-in:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: %d of %d packets arrived", what, i, n)
+		}
+	}
+}
+
+// TestDirectBothWays: in mode redundant, each packet goes as a direct
+// datagram on each path, both ways, and arrives once.
+func TestDirectBothWays(t *testing.T) {
+	h, client, conc := redundantPair(t, 2)
+	own := h.conc.Addresses("laptop")[0].Addr()
+	far := netip.MustParseAddr("10.210.0.2")
+	const n = 20
+	// One at a time: the paths' warm-up padding fills the proxies'
+	// sockets, and a burst on top of it would lose packets there.
+	for range n {
+		client.Outbound <- udp4(own, far, 200, true)
+		receive(t, "up", conc.Inbound, 1)
+	}
+	for range n {
+		conc.Outbound <- udp4(far, own, 200, true)
+		receive(t, "down", client.Inbound, 1)
+	}
+
+	for _, end := range []struct {
+		name string
+		c    CounterSnapshot
+	}{{"client", h.client.Status().Counters}, {"concentrator", h.conc.Status().Counters}} {
+		if end.c["direct_tx"] != 2*n {
+			t.Errorf("%s: direct_tx = %d, want %d (both copies of each packet)", end.name, end.c["direct_tx"], 2*n)
+		}
+	}
+	// The copies that arrive second are duplicates; wait for the last.
+	waitFor(t, "the second copies", 5*time.Second, func() bool {
+		cc, sc := h.client.Status().Counters, h.conc.Status().Counters
+		return cc["direct_rx"] == 2*n && sc["direct_rx"] == 2*n && cc["drop_duplicate"] == n && sc["drop_duplicate"] == n
+	})
+	for _, p := range h.client.Status().Paths {
+		if p.TxPackets != 0 || p.DirectTx != n || p.DirectRx != n {
+			t.Errorf("path %s: %d data datagrams in QUIC, %d direct sent, %d received; want 0, %d, %d", p.Name, p.TxPackets, p.DirectTx, p.DirectRx, n, n)
+		}
+	}
+	if c := h.conc.Status().Counters; c["drop_bad_direct"] != 0 {
+		t.Errorf("concentrator refused %d direct datagrams", c["drop_bad_direct"])
+	}
+}
+
+// TestDirectSecondCopyOnOnePath: with one path left, a redundant packet
+// goes on it twice, so that one random loss does not lose it.
+func TestDirectSecondCopyOnOnePath(t *testing.T) {
+	h, client, conc := redundantPair(t, 1)
+	own := h.conc.Addresses("laptop")[0].Addr()
+	const n = 20
+	for range n {
+		client.Outbound <- udp4(own, netip.MustParseAddr("10.210.0.2"), 200, true)
+		receive(t, "up", conc.Inbound, 1)
+	}
+	waitFor(t, "the second copies", 5*time.Second, func() bool {
+		return h.conc.Status().Counters["drop_duplicate"] == n
+	})
+	if p := h.client.Status().Paths[0]; p.DirectTx != 2*n || p.TxPackets != 0 {
+		t.Errorf("path %s sent %d direct datagrams and %d in QUIC, want %d and 0", p.Name, p.DirectTx, p.TxPackets, 2*n)
+	}
+}
+
+// TestDirectRateFallsBackToQUIC: beyond the session's direct rate,
+// redundant packets go through QUIC, and none is lost on the way.
+func TestDirectRateFallsBackToQUIC(t *testing.T) {
+	h, client, conc := redundantPair(t, 1)
+	own := h.conc.Addresses("laptop")[0].Addr()
+	const n, size = 300, 1200 // 720 KB in their copies, far beyond directBurst
+	start := time.Now()
+	for range n { // one at a time: a burst of them would overflow socket buffers
+		client.Outbound <- udp4(own, netip.MustParseAddr("10.210.0.2"), size, true)
+		receive(t, "up", conc.Inbound, 1)
+	}
+	elapsed := time.Since(start)
+	p := h.client.Status().Paths[0]
+	if p.DirectTx == 0 || p.TxPackets == 0 || p.DirectTx/2+p.TxPackets != n {
+		t.Errorf("%d packets: %d direct datagrams (two a packet), %d in QUIC; want both lanes used, every packet once", n, p.DirectTx, p.TxPackets)
+	}
+	allowed := (directBurst + directRate*elapsed.Seconds()) / (size + transport.HeaderLen)
+	if float64(p.DirectTx) > allowed {
+		t.Errorf("%d direct datagrams of %d bytes in %v, beyond the rate's %.0f", p.DirectTx, size, elapsed, allowed)
+	}
+}
+
+// TestBadDirectDropped: what claims to be a direct datagram but is not a
+// path's, or does not authenticate, is counted and dropped.
+func TestBadDirectDropped(t *testing.T) {
+	h, _, _ := redundantPair(t, 1)
+	id := (*h.client.sess.links.Load())[0].path.DirectID()
+	u, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(h.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	forged := make([]byte, 100)
+	forged[0] = 0x01
+	binary.BigEndian.PutUint64(forged[1:], id)
+	stranger := append([]byte{0x01}, make([]byte, 99)...)
+	binary.BigEndian.PutUint64(stranger[1:], id+1)
+	for _, b := range [][]byte{forged, stranger} {
+		if _, err := u.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the concentrator to refuse both", 5*time.Second, func() bool {
+		return h.conc.Status().Counters["drop_bad_direct"] == 2
+	})
+	if n := h.conc.Status().Counters["tun_tx_packets"]; n != 0 {
+		t.Errorf("the concentrator wrote %d packets to its TUN", n)
+	}
+}
+
+// TestDirectCountsAgainstBudget: the bytes of direct datagrams, both
+// copies, count against their uplink's data budget as QUIC's do.
+func TestDirectCountsAgainstBudget(t *testing.T) {
+	h := newHarness(t)
+	client, conc := tuntest.NewChannelTUN(), tuntest.NewChannelTUN()
+	h.startConcentrator(conc.TUN())
+	h.budgets = map[int]*Budget{0: {Limit: 1 << 30, Period: config.PeriodDaily, Action: config.ActionBlock}}
+	h.startClient(client.TUN(), scheduler.Redundant, 1)
+	waitFor(t, "path up", 10*time.Second, h.pathsUp(1))
+	own := h.conc.Addresses("laptop")[0].Addr()
+	const n, size = 50, 1000
+	before := h.client.Status().Budgets[0].UsedBytes
+	for range n {
+		client.Outbound <- udp4(own, netip.MustParseAddr("10.210.0.2"), size, true)
+		receive(t, "up", conc.Inbound, 1)
+	}
+	if p := h.client.Status().Paths[0]; p.DirectTx != 2*n {
+		t.Fatalf("%d direct datagrams sent, want %d", p.DirectTx, 2*n)
+	}
+	// IP, UDP and direct headers on each copy of each packet.
+	want := before + 2*n*(size+transport.HeaderLen+transport.DirectOverhead+28)
+	waitFor(t, "the budget to count the direct datagrams", 5*time.Second, func() bool {
+		return h.client.Status().Budgets[0].UsedBytes >= want
+	})
+}
