@@ -136,9 +136,9 @@ func BenchmarkDataPath(b *testing.B) {
 					x.name, c.name(), x.r.mbits, x.r.cores, x.who, x.r.generator)
 			}
 			b.Logf("REPORT datapath %s: braid/wireguard %.2f", c.name(), br.mbits/w.mbits)
-			b.Logf("REPORT datapath braid/%s inner packets, both ways: %d datagrams sent on the path, %d (%.2f%%) of them not received; %d more dropped by braid's own queues before sending",
-				c.name(), loss.sent, loss.sent-min(loss.sent, loss.received), loss.lostPercent(), loss.dropped)
-			b.Logf("REPORT datapath braid/%s receive side: %d datagrams discarded by quic-go's datagram queue; %d QUIC packets declared lost (%d of them discarded by quic-go's connection queue)",
+			b.Logf("REPORT datapath braid/%s inner packets, both ways: %d datagrams sent on the path (%d of them direct, beside QUIC), %d (%.2f%%) of them not received; %d more dropped by braid's own queues before sending",
+				c.name(), loss.sent, loss.direct, loss.sent-min(loss.sent, loss.received), loss.lostPercent(), loss.dropped)
+			b.Logf("REPORT datapath braid/%s receive side: %d datagrams discarded by quic-go's datagram queue or braid's direct queue; %d QUIC packets declared lost (%d of them discarded by quic-go's connection queue)",
 				c.name(), loss.rxQueue, loss.quicLost, loss.quicDropped)
 		})
 	}
@@ -296,6 +296,7 @@ func measure(b *testing.B, via carrier, run func() (TransferResult, error)) samp
 type braidLoss struct {
 	sent, received, dropped        uint64
 	rxQueue, quicLost, quicDropped uint64
+	direct                         uint64 // of sent, those sent as direct datagrams
 }
 
 func (l *braidLoss) add(o braidLoss) {
@@ -305,11 +306,12 @@ func (l *braidLoss) add(o braidLoss) {
 	l.rxQueue += o.rxQueue
 	l.quicLost += o.quicLost
 	l.quicDropped += o.quicDropped
+	l.direct += o.direct
 }
 
 func (l braidLoss) minus(o braidLoss) braidLoss {
 	return braidLoss{l.sent - o.sent, l.received - o.received, l.dropped - o.dropped,
-		l.rxQueue - o.rxQueue, l.quicLost - o.quicLost, l.quicDropped - o.quicDropped}
+		l.rxQueue - o.rxQueue, l.quicLost - o.quicLost, l.quicDropped - o.quicDropped, l.direct - o.direct}
 }
 
 func (l braidLoss) lostPercent() float64 {
@@ -340,12 +342,14 @@ func braidCounts(b *testing.B, e *Env) braidLoss {
 	for _, p := range paths {
 		l.sent += p.TxPackets
 		l.received += p.RxPackets
+		l.direct += p.DirectTx
 		l.rxQueue += p.DatagramDropped
 		l.quicLost += p.QUICLost
 		l.quicDropped += p.QUICDropped
 	}
 	for _, counters := range []map[string]uint64{cs.Counters, ss.Counters} {
 		l.dropped += counters["drop_queue_full"] + counters["drop_send_failed"]
+		l.rxQueue += counters["drop_direct_queue"]
 	}
 	return l
 }

@@ -178,3 +178,19 @@ func TestAskBeforeResend(t *testing.T) {
 		}
 	}
 }
+
+func TestOnePath(t *testing.T) {
+	for _, tt := range []struct {
+		up   []bool
+		want bool
+	}{{nil, false}, {[]bool{true}, true}, {[]bool{false}, false}, {[]bool{true, false}, true},
+		{[]bool{false, false, true}, true}, {[]bool{true, true}, false}, {[]bool{true, false, true}, false}} {
+		paths := make([]PathState, len(tt.up))
+		for i, up := range tt.up {
+			paths[i].Up = up
+		}
+		if got := OnePath(paths); got != tt.want {
+			t.Errorf("OnePath(up %v) = %v, want %v", tt.up, got, tt.want)
+		}
+	}
+}

@@ -53,8 +53,10 @@ type batchConn struct {
 	sendCalls, sentPackets atomic.Uint64
 
 	// direct holds the direct datagrams read (see divert) until
-	// readDirect takes them; directDropped counts those it had no room for.
-	direct        chan *directPacket
+	// readDirect takes them, in shards by lane ID so that several
+	// goroutines can take a concentrator's, each path's in order;
+	// directDropped counts those that found their shard full.
+	direct        []chan *directPacket
 	directDropped atomic.Uint64
 }
 
@@ -157,7 +159,7 @@ func (b *sendBatch) messages(gso bool) []ipv4.Message {
 }
 
 // newBatchConn wraps c; start starts its writer.
-func newBatchConn(c *net.UDPConn) *batchConn {
+func newBatchConn(c *net.UDPConn, shards int) *batchConn {
 	bc := &batchConn{
 		UDPConn: c,
 		xc:      ipv4.NewPacketConn(c),
@@ -165,7 +167,10 @@ func newBatchConn(c *net.UDPConn) *batchConn {
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		gate:    newRxGate(),
-		direct:  make(chan *directPacket, directQueueLen),
+		direct:  make([]chan *directPacket, max(shards, 1)),
+	}
+	for i := range bc.direct {
+		bc.direct[i] = make(chan *directPacket, directQueueLen)
 	}
 	bc.taken.L = &bc.mu
 	bc.gso.Store(supportsGSO(c))
@@ -478,10 +483,9 @@ func (c *batchConn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 // recvmmsg reads hundreds. Measured on loopback: of a burst of 116 direct
 // datagrams, 30 arrived through quic-go's queue.
 //
-// directQueueLen bounds the direct datagrams read and not yet taken: a
-// burst at a session's direct rate (the tunnel package's directBurst,
-// 128 KiB) is about 100 full-size datagrams; a concentrator's socket
-// serves many sessions.
+// directQueueLen bounds the direct datagrams of a shard read and not yet
+// taken: one recvmmsg reads up to 8 messages of 64 KiB of coalesced
+// packets, about 350 full-size datagrams.
 const directQueueLen = 512
 
 type directPacket struct {
@@ -497,8 +501,9 @@ func isDirect(b []byte) bool { return len(b) >= DirectOverhead && b[0] == direct
 func (c *batchConn) divert(b []byte) {
 	p := directPackets.Get().(*directPacket)
 	p.n = copy(p.b[:], b)
+	shard := binary.BigEndian.Uint64(b[1:9]) % uint64(len(c.direct))
 	select {
-	case c.direct <- p:
+	case c.direct[shard] <- p:
 	default:
 		directPackets.Put(p)
 		c.directDropped.Add(1)
@@ -526,10 +531,10 @@ func (c *batchConn) keepQUIC(ms []ipv4.Message) int {
 	return k
 }
 
-// readDirect returns the next direct datagram read, copied into b.
-func (c *batchConn) readDirect(ctx context.Context, b []byte) (int, error) {
+// readDirect returns the next direct datagram of a shard, copied into b.
+func (c *batchConn) readDirect(ctx context.Context, shard int, b []byte) (int, error) {
 	select {
-	case p := <-c.direct:
+	case p := <-c.direct[shard]:
 		n := copy(b, p.b[:p.n])
 		directPackets.Put(p)
 		return n, nil
@@ -542,6 +547,9 @@ func (c *batchConn) readDirect(ctx context.Context, b []byte) (int, error) {
 
 // droppedDirect counts the direct datagrams that found the queue full.
 func (c *batchConn) droppedDirect() uint64 { return c.directDropped.Load() }
+
+// directShards is how many shards direct datagrams are read from.
+func (c *batchConn) directShards() int { return len(c.direct) }
 
 // groSize returns the segment size of a message the kernel coalesced
 // (UDP_GRO control message), or 0.
@@ -560,8 +568,8 @@ func groSize(m *ipv4.Message) int {
 }
 
 // batching returns the socket quic-go should use for c: c with batched
-// writes and coalesced reads.
-func batching(c *net.UDPConn) net.PacketConn { return newBatchConn(c).start() }
+// writes and coalesced reads, and its direct datagrams in shards.
+func batching(c *net.UDPConn, shards int) net.PacketConn { return newBatchConn(c, shards).start() }
 
 // gateOf returns the reader gate of a socket batching returned, or nil.
 func gateOf(pc net.PacketConn) *rxGate {

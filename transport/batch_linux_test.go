@@ -99,7 +99,7 @@ func loopbackPairStopped(t *testing.T) (*batchConn, *batchConn) {
 			t.Fatal(err)
 		}
 		c.SetReadBuffer(8 << 20)
-		bc := newBatchConn(c)
+		bc := newBatchConn(c, 1)
 		t.Cleanup(func() { bc.Close() })
 		return bc
 	}
@@ -274,7 +274,7 @@ func TestBatchConnDivertsDirect(t *testing.T) {
 	defer cancel()
 	b := make([]byte, 2048)
 	for i := range n {
-		k, err := rx.readDirect(ctx, b)
+		k, err := rx.readDirect(ctx, 0, b)
 		if err != nil {
 			t.Fatalf("direct datagram %d: %v (%d dropped)", i, err, rx.droppedDirect())
 		}

@@ -193,14 +193,25 @@ func (p *Path) ReadDirect(ctx context.Context, b []byte) (int, error) {
 	if p.tr == nil {
 		return 0, errors.New("transport: ReadDirect on a concentrator's path (use the Listener's)")
 	}
-	return readDirect(ctx, p.tr, p.udp, b)
+	return readDirect(ctx, p.tr, p.udp, 0, b)
 }
 
-// ReadDirect reads the next packet that arrived on the listener's socket
-// and may be a direct datagram; DirectID says which path it claims to
-// belong to.
-func (l *Listener) ReadDirect(ctx context.Context, b []byte) (int, error) {
-	return readDirect(ctx, l.tr, l.batcher, b)
+// ReadDirect reads the next packet of a shard (0 up to DirectShards) that
+// arrived on the listener's socket and may be a direct datagram; DirectID
+// says which path it claims to belong to. The datagrams of a path are all
+// in one shard, so one goroutine per shard reads each path's in order.
+func (l *Listener) ReadDirect(ctx context.Context, shard int, b []byte) (int, error) {
+	return readDirect(ctx, l.tr, l.batcher, shard, b)
+}
+
+// DirectShards is how many shards the listener reads direct datagrams
+// from: as many as there are processors, since decrypting and delivering
+// them is work for all.
+func (l *Listener) DirectShards() int {
+	if d, ok := l.batcher.(directSource); ok {
+		return d.directShards()
+	}
+	return 1
 }
 
 // DirectDropped counts the direct datagrams that arrived on the path's
@@ -211,13 +222,14 @@ func (l *Listener) DirectDropped() uint64 { return droppedDirect(l.batcher) }
 // directSource is a socket that takes direct datagrams out of what it
 // reads (batchConn, on Linux).
 type directSource interface {
-	readDirect(ctx context.Context, b []byte) (int, error)
+	readDirect(ctx context.Context, shard int, b []byte) (int, error)
 	droppedDirect() uint64
+	directShards() int
 }
 
-func readDirect(ctx context.Context, tr *quic.Transport, pc net.PacketConn, b []byte) (int, error) {
+func readDirect(ctx context.Context, tr *quic.Transport, pc net.PacketConn, shard int, b []byte) (int, error) {
 	if d, ok := pc.(directSource); ok {
-		return d.readDirect(ctx, b)
+		return d.readDirect(ctx, shard, b)
 	}
 	n, _, err := tr.ReadNonQUICPacket(ctx, b)
 	return n, err

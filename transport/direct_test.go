@@ -26,7 +26,7 @@ func TestDirectDatagrams(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 2048)
-	n, err := pr.listener.ReadDirect(ctx, buf)
+	n, err := pr.listener.ReadDirect(ctx, int(sp.DirectID()%uint64(pr.listener.DirectShards())), buf)
 	if err != nil {
 		t.Fatal(err)
 	}

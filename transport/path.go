@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 
@@ -405,7 +406,7 @@ func Dial(ctx context.Context, cfg DialConfig, hello *Hello) (*Path, *Welcome, e
 	if err != nil {
 		return nil, nil, err
 	}
-	pc := batching(udp)
+	pc := batching(udp, 1)
 	tr := &quic.Transport{Conn: pc, ConnectionIDLength: connectionIDLength}
 	conn, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(cfg.Remote), cfg.TLS, quicConfig(gateOf(pc)))
 	if err != nil {
@@ -482,7 +483,7 @@ func Listen(pc net.PacketConn, tlsConf *tls.Config, resetSecret []byte) (*Listen
 	resetKey := quic.StatelessResetKey(sha256.Sum256(append([]byte("braid stateless reset\x00"), resetSecret...)))
 	var batcher net.PacketConn
 	if udp, ok := pc.(*net.UDPConn); ok {
-		batcher = batching(udp)
+		batcher = batching(udp, runtime.GOMAXPROCS(0))
 		pc = batcher
 	}
 	tr := &quic.Transport{

@@ -7,14 +7,21 @@ import (
 	"time"
 
 	"github.com/braid-tunnel/braid/e2e/proxy"
+	"github.com/braid-tunnel/braid/scheduler"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
 )
 
 // TestLostDatagramsResent: over a path that loses 5% of its packets in
 // each direction, the datagrams QUIC declares lost are sent again, so
 // nearly all of a UDP stream arrives; without the resends one in twenty
-// packets would be missing.
+// packets would be missing. The client has a standby path: alone, the
+// lossy one would carry the stream beside QUIC (scheduler.OnePath).
 func TestLostDatagramsResent(t *testing.T) {
-	h, client, conc := channelPair(t)
+	h := newHarness(t)
+	conc, client := tuntest.NewChannelTUN(), tuntest.NewChannelTUN()
+	h.startConcentrator(conc.TUN())
+	h.startClient(client.TUN(), scheduler.Failover, 2)
+	waitFor(t, "paths up", 10*time.Second, h.pathsUp(2))
 	h.proxies[0].Set(proxy.Impairment{Loss: 0.05})
 	own := h.conc.Addresses("laptop")[0].Addr()
 	dst := netip.MustParseAddr("10.210.0.2")

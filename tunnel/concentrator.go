@@ -208,7 +208,9 @@ func (c *Concentrator) Run(ctx context.Context) error {
 	wg.Go(func() { c.reap(ctx) })
 	wg.Go(func() { c.releaseMemory(ctx) })
 	wg.Go(func() { every(ctx, probeInterval, c.failover) })
-	wg.Go(func() { c.receiveDirect(ctx) })
+	for shard := range c.ln.DirectShards() {
+		wg.Go(func() { c.receiveDirect(ctx, shard) })
+	}
 	err := readUntilDone(ctx, c.opts.Device, &c.counters, c.outbound)
 	cancel()
 	c.ln.Close()
@@ -360,15 +362,13 @@ func (c *Concentrator) removeDirect(l *link) {
 	}
 }
 
-// receiveDirect reads the direct datagrams of every path, which arrive on
-// the listener's shared socket, and delivers them. One goroutine serves
-// them all: they are the redundant classes' packets, bounded by each
-// session's direct rate.
-func (c *Concentrator) receiveDirect(ctx context.Context) {
+// receiveDirect reads the direct datagrams of a shard of the paths, which
+// arrive on the listener's shared socket, and delivers them.
+func (c *Concentrator) receiveDirect(ctx context.Context, shard int) {
 	raw := make([]byte, maxDirect)
 	var scratch []byte
 	for {
-		n, err := c.ln.ReadDirect(ctx, raw)
+		n, err := c.ln.ReadDirect(ctx, shard, raw)
 		if err != nil {
 			return
 		}

@@ -162,6 +162,8 @@ type link struct {
 	// their bytes both ways, IP and UDP headers included, for the meter.
 	direct     atomic.Bool
 	directWire atomic.Uint64
+	// The payload bytes of direct datagrams sent and accepted, for status.
+	directTxBytes, directRxBytes atomic.Uint64
 }
 
 func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, c *Counters, log *slog.Logger) *link {
@@ -680,6 +682,7 @@ func (l *link) sendDirect(d, scratch []byte) {
 		return
 	}
 	l.counters.DirectTx.Add(1)
+	l.directTxBytes.Add(uint64(len(d) - transport.HeaderLen))
 	l.directWire.Add(uint64(len(d)+transport.DirectOverhead) + l.wireOverhead)
 }
 
@@ -718,6 +721,7 @@ func (l *link) receiveDirect(ctx context.Context, ep endpoint, raw, scratch []by
 	l.lastRecv.Store(now)
 	l.lastData.Store(now)
 	l.counters.DirectRx.Add(1)
+	l.directRxBytes.Add(uint64(len(payload)))
 	l.directWire.Add(uint64(len(raw)) + l.wireOverhead)
 	ep.deliver(ctx, nil, seq, payload)
 	return d
@@ -856,8 +860,8 @@ type PathStatus struct {
 	// Packets QUIC declared lost that the peer acknowledged after all.
 	QUICSpurious uint64 `json:"quic_spurious_losses"`
 	PeerRx       uint64 `json:"peer_rx_packets"` // what the peer says it received on this path
-	// Direct datagrams sent and accepted (transport/direct.go), which the
-	// counts of data packets above leave out.
+	// Of the data packets above, those sent and accepted as direct
+	// datagrams (transport/direct.go), beside QUIC.
 	DirectTx uint64 `json:"direct_tx_packets"`
 	DirectRx uint64 `json:"direct_rx_packets"`
 	// DirectDropped counts direct datagrams that arrived on a client
@@ -905,6 +909,10 @@ func (l *link) status() PathStatus {
 		st.State = "up"
 	}
 	st.DirectTx, st.DirectRx = l.path.DirectCounts()
+	st.TxPackets += st.DirectTx
+	st.RxPackets += st.DirectRx
+	st.TxBytes += l.directTxBytes.Load()
+	st.RxBytes += l.directRxBytes.Load()
 	if l.probe {
 		st.DirectDropped = l.path.DirectDropped()
 	}

@@ -64,8 +64,8 @@ type session struct {
 	direct     *rate.Limiter // direct datagrams' bytes (sendDirect); nil until the first
 }
 
-// What a session sends as direct datagrams (sendDirect), copies included:
-// a redundant class is for calls and games, a few hundred kbit/s (a voice
+// What a session sends of a redundant class as direct datagrams while
+// more than one path is up (sendDirect), copies included: a redundant class is for calls and games, a few hundred kbit/s (a voice
 // call) to a few Mbit/s (a video call). Beyond directRate what the class
 // carries is bulk, and goes through QUIC, whose congestion control keeps
 // it from flooding a path. directBurst lets a video key frame of tens of
@@ -185,7 +185,7 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 	}
 	s.seq++
 	transport.PutHeader(p.buf.b[headroom-transport.HeaderLen:], transport.KindData, s.seq)
-	if n := s.sched.Copies(pk); n > 1 && s.sendDirect(links, n, p) {
+	if copies, one := s.sched.Copies(pk), scheduler.OnePath(s.states); (copies > 1 || one) && s.sendDirect(links, copies, p, !one) {
 		return sent, 0
 	}
 	queued := false
@@ -236,28 +236,40 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 	return sent, 0
 }
 
-// sendDirect sends a packet of a redundant class, of copies copies, as
-// direct datagrams (transport/direct.go): outside QUIC's congestion
-// control, which on a lossy path would hold the packets back although the
-// path has room (measured: 15-39% of a call lost). One copy goes on each
-// picked path; when fewer paths are usable than two, the best one takes a
-// second copy, so that a random loss on it still takes two losses to lose
-// the packet. It takes p's buffer and reports true; false, leaving p to
-// the caller, when a picked path's peer does not take direct datagrams or
-// the session's direct rate is spent. sendMu is held.
-func (s *session) sendDirect(links []*link, copies int, p packetRef) bool {
+// sendDirect sends p as direct datagrams (transport/direct.go), beside
+// QUIC rather than inside it, in two cases.
+//
+// While only one path is up, every packet goes direct: no choice among
+// paths depends on QUIC's congestion state then, and the inner flows'
+// own congestion control paces them, as over WireGuard (see
+// scheduler.OnePath).
+//
+// A packet of a redundant class (copies > 1) goes direct while the
+// session's direct rate allows (limited): QUIC's congestion control would
+// hold it back on a lossy path although the path has room (measured:
+// 15-39% of a call lost), and it is protected by its copies instead. One
+// copy goes on each picked path; when fewer paths are usable than two,
+// the best one takes a second copy, so that a random loss on it still
+// takes two losses to lose the packet.
+//
+// It takes p's buffer and reports true; false, leaving p to the caller,
+// when a picked path's peer does not take direct datagrams or the rate is
+// spent. sendMu is held.
+func (s *session) sendDirect(links []*link, copies int, p packetRef, limited bool) bool {
 	for _, i := range s.picks {
 		if !links[i].direct.Load() {
 			return false
 		}
 	}
 	n := max(len(s.picks), min(copies, 2))
-	if s.direct == nil {
-		s.direct = rate.NewLimiter(directRate, directBurst)
-	}
 	d := p.datagram()
-	if !s.direct.AllowN(time.Now(), n*len(d)) {
-		return false
+	if limited {
+		if s.direct == nil {
+			s.direct = rate.NewLimiter(directRate, directBurst)
+		}
+		if !s.direct.AllowN(time.Now(), n*len(d)) {
+			return false
+		}
 	}
 	scratch := getBuffer(len(d) + transport.DirectOverhead)
 	for k := range n {

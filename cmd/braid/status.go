@@ -98,14 +98,14 @@ func printPaths(w io.Writer, paths []tunnel.PathStatus) {
 		fmt.Fprintln(w, "  no paths")
 		return
 	}
-	fmt.Fprintln(w, "  PATH\tSTATE\tRTT\tMTU\tTX PKTS\tTX BYTES\tRX PKTS\tRX BYTES\tLOST\tLOCAL\tREMOTE")
+	fmt.Fprintln(w, "  PATH\tSTATE\tRTT\tMTU\tTX PKTS\tTX BYTES\tRX PKTS\tRX BYTES\tDIRECT TX/RX\tLOST\tLOCAL\tREMOTE")
 	for _, p := range paths {
 		state := p.State
 		if p.Budget != "" {
 			state += " (budget used: " + p.Budget + ")"
 		}
-		fmt.Fprintf(w, "  %s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, state, p.RTT.Round(100*time.Microsecond),
-			p.MTU, p.TxPackets, p.TxBytes, p.RxPackets, p.RxBytes, p.QUICLost, p.Local, p.Remote)
+		fmt.Fprintf(w, "  %s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d/%d\t%d\t%s\t%s\n", p.Name, state, p.RTT.Round(100*time.Microsecond),
+			p.MTU, p.TxPackets, p.TxBytes, p.RxPackets, p.RxBytes, p.DirectTx, p.DirectRx, p.QUICLost, p.Local, p.Remote)
 	}
 }
 
