@@ -674,6 +674,13 @@ func (l *link) receiver(ctx context.Context, ep endpoint) error {
 	}
 }
 
+// drained reports whether nothing waits to go through QUIC on the path:
+// neither in the link's queue nor in quic-go's. What goes direct after it
+// then leaves after what went through QUIC, through the same socket.
+func (l *link) drained() bool {
+	return len(l.queue) == 0 && l.path.Backlog() <= 0
+}
+
 // sendDirect sends the braid datagram d as a direct datagram, built in
 // scratch. It may be called from any goroutine.
 func (l *link) sendDirect(d, scratch []byte) {

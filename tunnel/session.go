@@ -185,7 +185,9 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 	}
 	s.seq++
 	transport.PutHeader(p.buf.b[headroom-transport.HeaderLen:], transport.KindData, s.seq)
-	if copies, one := s.sched.Copies(pk), scheduler.OnePath(s.states); (copies > 1 || one) && s.sendDirect(links, copies, p, !one) {
+	best := links[s.picks[0]]
+	one := scheduler.OnePath(s.states) && best.direct.Load() && best.drained()
+	if copies := s.sched.Copies(pk); (copies > 1 || one) && s.sendDirect(links, copies, p, !one) {
 		return sent, 0
 	}
 	queued := false
@@ -242,7 +244,11 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 // While only one path is up, every packet goes direct: no choice among
 // paths depends on QUIC's congestion state then, and the inner flows'
 // own congestion control paces them, as over WireGuard (see
-// scheduler.OnePath).
+// scheduler.OnePath). Not before what the path has waiting for QUIC is
+// sent (link.drained), though: after a failover that is what the dead
+// path lost, sent again, which the inner flows need first; new packets
+// going direct ahead of it doubled the stall a cut caused (link-down,
+// median 472 ms against 200-250 ms).
 //
 // A packet of a redundant class (copies > 1) goes direct while the
 // session's direct rate allows (limited): QUIC's congestion control would

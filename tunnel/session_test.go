@@ -576,3 +576,27 @@ func TestWaitEndsWhenPathGoesDown(t *testing.T) {
 		})
 	}
 }
+
+// TestOnePathDirectAfterQUIC: with one path up, a packet goes direct only
+// once what waits for QUIC on the path has gone: after a failover that is
+// what the dead path lost, which the inner flows need first.
+func TestOnePathDirectAfterQUIC(t *testing.T) {
+	s, err := newSession(1, scheduler.Failover, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := testLink("a", 0)
+	l.direct.Store(true)
+	s.addLink(l)
+	l.queue <- packetRef{buf: getBuffer(100), n: 100} // a resend, say
+	var c Counters
+	if res := sendOne(t, s, &c); res != sent {
+		t.Fatalf("send = %v, want sent", res)
+	}
+	if len(l.queue) != 2 || c.DirectTx.Load() != 0 {
+		t.Errorf("queue holds %d, %d sent direct; want the packet queued behind the first, none direct", len(l.queue), c.DirectTx.Load())
+	}
+	for range 2 {
+		putBuffer((<-l.queue).buf)
+	}
+}
