@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"net"
-	"sync"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/quic-go/quic-go"
@@ -67,20 +69,33 @@ const (
 // the path, or does not authenticate.
 var ErrBadDirect = errors.New("transport: not a direct datagram of this path")
 
+// directEpochBits says how often a lane's keys change: every 2^24
+// datagrams in each direction, the counter's higher bits being the key's
+// epoch. AES-GCM's confidentiality holds for about 2^36 blocks under one
+// key (RFC 9001 §6.6 and its Appendix B), 7·10^8 full-size datagrams,
+// which a busy path sends in under two hours; an epoch is a fortieth of
+// that.
+const directEpochBits = 24
+
 // directLane is one path's direct datagram keys.
 type directLane struct {
 	id     uint64
-	keys   [64]byte // client to concentrator, then concentrator to client
+	bases  [2][32]byte // secrets of the epochs' keys: client to concentrator, then back
 	client bool
 
-	// The ciphers are made on first use: most paths of a concentrator
-	// never carry a redundant class, and two AES-GCM ciphers cost about
-	// 1 KiB.
-	once       sync.Once
-	sealer     cipher.AEAD
-	opener     cipher.AEAD
 	nextNonce  atomic.Uint64
-	sent, recv atomic.Uint64 // direct datagrams sent and accepted
+	sealer     atomic.Pointer[epochCipher] // the sending epoch's, made on first use
+	sent, recv atomic.Uint64               // direct datagrams sent and accepted
+
+	// The receiver's ciphers, of the last two epochs it saw; one
+	// goroutine receives.
+	openers [2]*epochCipher
+}
+
+// epochCipher is the AES-256-GCM cipher of one epoch of a direction.
+type epochCipher struct {
+	epoch uint64
+	aead  cipher.AEAD
 }
 
 // newDirectLane exports the keys of a connection's direct datagrams.
@@ -90,60 +105,94 @@ func newDirectLane(state tls.ConnectionState, client bool) (*directLane, error) 
 		return nil, err
 	}
 	d := &directLane{id: binary.BigEndian.Uint64(m[64:]), client: client}
-	copy(d.keys[:], m)
+	copy(d.bases[0][:], m[:32])
+	copy(d.bases[1][:], m[32:64])
 	clear(m)
 	return d, nil
 }
 
-func (d *directLane) init() {
-	d.once.Do(func() {
-		up, down := newGCM(d.keys[:32]), newGCM(d.keys[32:])
-		d.sealer, d.opener = down, up
-		if d.client {
-			d.sealer, d.opener = up, down
-		}
-	})
-}
-
-// newGCM returns AES-256-GCM; it cannot fail for a 32-byte key.
-func newGCM(key []byte) cipher.AEAD {
+// newEpochCipher makes the cipher of an epoch of direction dir (0 client
+// to concentrator, 1 back): its key is HKDF-Expand (RFC 5869) of the
+// direction's secret with the epoch.
+func (d *directLane) newEpochCipher(dir int, epoch uint64) *epochCipher {
+	key, err := hkdf.Expand(sha256.New, d.bases[dir][:], "braid direct epoch "+strconv.FormatUint(epoch, 10), 32)
+	if err != nil {
+		panic(err) // only for a length SHA-256 cannot give
+	}
 	b, err := aes.NewCipher(key)
 	if err != nil {
-		panic(err)
+		panic(err) // only for a key that is not 16, 24 or 32 bytes
 	}
 	g, err := cipher.NewGCM(b)
 	if err != nil {
-		panic(err)
+		panic(err) // only for a block size that is not AES's
 	}
-	return g
+	return &epochCipher{epoch: epoch, aead: g}
+}
+
+// dirs returns the directions d seals and opens.
+func (d *directLane) dirs() (seal, open int) {
+	if d.client {
+		return 0, 1
+	}
+	return 1, 0
 }
 
 // seal appends the direct datagram carrying b to dst. The nonce is the
 // header's last 12 bytes: the lane ID's last 4 and the counter, which
-// alone makes it unique under the key.
+// alone makes it unique under the key. It may be called concurrently.
 func (d *directLane) seal(dst, b []byte) []byte {
-	d.init()
+	n := d.nextNonce.Add(1)
+	c := d.sealer.Load()
+	if epoch := n >> directEpochBits; c == nil || c.epoch != epoch {
+		dir, _ := d.dirs()
+		c = d.newEpochCipher(dir, epoch)
+		d.sealer.Store(c) // two sealers at the turn of an epoch make the same
+	}
 	start := len(dst)
 	dst = append(dst, directMarker)
 	dst = binary.BigEndian.AppendUint64(dst, d.id)
-	dst = binary.BigEndian.AppendUint64(dst, d.nextNonce.Add(1))
+	dst = binary.BigEndian.AppendUint64(dst, n)
 	hdr := dst[start:]
-	return d.sealer.Seal(dst, hdr[directHeaderLen-12:], b, hdr)
+	return c.aead.Seal(dst, hdr[directHeaderLen-12:], b, hdr)
 }
 
 // open appends the braid datagram that the direct datagram b carries to
-// dst.
+// dst. Only the epochs next to the last one seen are tried, so a forged
+// counter costs no key derivation beyond one per epoch.
 func (d *directLane) open(dst, b []byte) ([]byte, error) {
 	if id, ok := DirectID(b); !ok || id != d.id {
 		return nil, ErrBadDirect
 	}
-	d.init()
 	hdr := b[:directHeaderLen]
-	out, err := d.opener.Open(dst, hdr[directHeaderLen-12:], b[directHeaderLen:], hdr)
+	epoch := binary.BigEndian.Uint64(hdr[9:]) >> directEpochBits
+	c, fresh := d.opener(epoch)
+	if c == nil {
+		return nil, ErrBadDirect
+	}
+	out, err := c.aead.Open(dst, hdr[directHeaderLen-12:], b[directHeaderLen:], hdr)
 	if err != nil {
 		return nil, ErrBadDirect
 	}
+	if fresh { // authenticated: keep its cipher, in place of the older one
+		d.openers[1], d.openers[0] = d.openers[0], c
+	}
 	return out, nil
+}
+
+// opener returns the cipher of an epoch, and whether it is new: known, or
+// the one after the latest known (or the first two, before any).
+func (d *directLane) opener(epoch uint64) (c *epochCipher, fresh bool) {
+	for _, c := range d.openers {
+		if c != nil && c.epoch == epoch {
+			return c, false
+		}
+	}
+	if latest := d.openers[0]; latest != nil && epoch != latest.epoch+1 || latest == nil && epoch > 1 {
+		return nil, false
+	}
+	_, dir := d.dirs()
+	return d.newEpochCipher(dir, epoch), true
 }
 
 // DirectID returns the lane ID of a direct datagram; false if b cannot be

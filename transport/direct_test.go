@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"testing"
 	"time"
@@ -97,14 +98,51 @@ func TestSealDirectDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// TestDirectEpochs: the keys change every 2^directEpochBits datagrams; the
+// receiver follows, takes the previous epoch's late datagrams, and refuses
+// an epoch it cannot have reached without deriving its key.
+func TestDirectEpochs(t *testing.T) {
+	client := &directLane{id: 9, client: true, bases: [2][32]byte{{1}, {2}}}
+	server := &directLane{id: 9, bases: client.bases}
+	client.nextNonce.Store(1<<directEpochBits - 3)
+	var sealed [][]byte
+	for i := range 6 {
+		sealed = append(sealed, client.seal(nil, []byte{byte(i)}))
+	}
+	if a, b := client.sealer.Load().epoch, uint64(1); a != b {
+		t.Fatalf("sealing in epoch %d, want %d", a, b)
+	}
+	// Epoch 0's key does not open epoch 1's datagrams.
+	other := &directLane{id: 9, bases: client.bases}
+	other.openers[0] = other.newEpochCipher(0, 0)
+	hdr := sealed[5][:directHeaderLen]
+	if _, err := other.openers[0].aead.Open(nil, hdr[directHeaderLen-12:], sealed[5][directHeaderLen:], hdr); err == nil {
+		t.Error("epoch 0's key opened a datagram of epoch 1")
+	}
+	// In order, then one of epoch 0 late.
+	for _, i := range []int{0, 1, 3, 4, 2, 5} {
+		if got, err := server.open(nil, sealed[i]); err != nil || len(got) != 1 || got[0] != byte(i) {
+			t.Fatalf("datagram %d: %v, %v", i, got, err)
+		}
+	}
+	far := client.seal(nil, nil)
+	binary.BigEndian.PutUint64(far[9:], 5<<directEpochBits)
+	if _, err := server.open(nil, far); !errors.Is(err, ErrBadDirect) {
+		t.Errorf("a datagram of epoch 5 after epoch 1: %v, want ErrBadDirect", err)
+	}
+	if server.openers[0].epoch != 1 || server.openers[1].epoch != 0 {
+		t.Errorf("receiver keeps epochs %d and %d, want 1 and 0", server.openers[0].epoch, server.openers[1].epoch)
+	}
+}
+
 // FuzzOpenDirect: the receiver of direct datagrams takes any bytes from
 // the network without panicking, and accepts only what the peer sealed.
 func FuzzOpenDirect(f *testing.F) {
 	client := &directLane{id: 0x0102030405060708, client: true}
-	for i := range client.keys {
-		client.keys[i] = byte(i)
+	for i := range client.bases {
+		client.bases[i][0] = byte(i + 1)
 	}
-	server := &directLane{id: client.id, keys: client.keys}
+	server := &directLane{id: client.id, bases: client.bases}
 	f.Add(client.seal(nil, []byte("hello")))
 	f.Add(client.seal(nil, nil))
 	f.Add([]byte{directMarker})
