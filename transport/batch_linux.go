@@ -58,6 +58,7 @@ type batchConn struct {
 	// directDropped counts those that found their shard full.
 	direct        []chan *directPacket
 	directDropped atomic.Uint64
+	divertTimer   *time.Timer // bounds divert's wait; owned by the reader
 }
 
 // Bounds of a batch. maxBatchPackets is the UDP GSO segment limit of
@@ -497,14 +498,29 @@ var directPackets = sync.Pool{New: func() any { return new(directPacket) }}
 
 func isDirect(b []byte) bool { return len(b) >= DirectOverhead && b[0] == directMarker }
 
-// divert queues a copy of the direct datagram b for readDirect.
+// divert queues a copy of the direct datagram b for readDirect. While the
+// shard is full it waits, as the reader gate does and as long at a time
+// (gateMaxWait): the kernel's socket buffer holds what arrives meanwhile.
+// Measured on one unshaped path: dropping at once lost 6-16% of the
+// direct datagrams of bulk TCP transfers.
 func (c *batchConn) divert(b []byte) {
 	p := directPackets.Get().(*directPacket)
 	p.n = copy(p.b[:], b)
-	shard := binary.BigEndian.Uint64(b[1:9]) % uint64(len(c.direct))
+	ch := c.direct[binary.BigEndian.Uint64(b[1:9])%uint64(len(c.direct))]
 	select {
-	case c.direct[shard] <- p:
+	case ch <- p:
+		return
 	default:
+	}
+	if c.divertTimer == nil {
+		c.divertTimer = time.NewTimer(gateMaxWait)
+	} else {
+		c.divertTimer.Reset(gateMaxWait)
+	}
+	select {
+	case ch <- p:
+		c.divertTimer.Stop()
+	case <-c.divertTimer.C:
 		directPackets.Put(p)
 		c.directDropped.Add(1)
 	}

@@ -283,3 +283,29 @@ func TestBatchConnDivertsDirect(t *testing.T) {
 		}
 	}
 }
+
+// TestDivertWaitsForRoom: a full shard holds the socket reader back (up
+// to gateMaxWait) rather than lose the datagram; only past that is it
+// dropped and counted.
+func TestDivertWaitsForRoom(t *testing.T) {
+	_, rx := loopbackPair(t)
+	dg := bytes.Repeat([]byte{directMarker}, DirectOverhead)
+	for range directQueueLen {
+		rx.divert(dg)
+	}
+	done := make(chan struct{})
+	go func() { rx.divert(dg); close(done) }()
+	directPackets.Put(<-rx.direct[0]) // room for the one waiting
+	<-done
+	if n := rx.droppedDirect(); n != 0 {
+		t.Fatalf("%d dropped, want 0: divert waited for room", n)
+	}
+	start := time.Now()
+	rx.divert(dg) // nobody takes it
+	if n := rx.droppedDirect(); n != 1 {
+		t.Fatalf("%d dropped, want 1", n)
+	}
+	if waited := time.Since(start); waited < gateMaxWait {
+		t.Errorf("dropped after %v, before gateMaxWait", waited)
+	}
+}
