@@ -39,6 +39,9 @@ type Hello struct {
 	Instance uint64 `json:"instance"`
 	// Direct says the client takes direct datagrams (direct.go).
 	Direct bool `json:"direct,omitempty"`
+	// Single says the client has this one uplink: while its path is up,
+	// every packet goes as a direct datagram.
+	Single bool `json:"single,omitempty"`
 }
 
 // Welcome is the concentrator's answer: the session the path joined.

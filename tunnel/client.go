@@ -134,6 +134,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	sess, err := newSession(0, opts.Mode, opts.Copies, opts.Classes)
 	if sess != nil {
 		sess.announce = make(chan struct{}, 1)
+		sess.single.Store(len(opts.Uplinks) == 1 && opts.Uplinks[0].Match == nil)
 	}
 	if err != nil {
 		return nil, err

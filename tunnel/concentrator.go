@@ -416,6 +416,7 @@ func (c *Concentrator) join(pr *peer, l *link) (*session, error) {
 	if old := s.addLink(l); old != nil {
 		old.path.Close("replaced by a new connection")
 	}
+	s.single.Store(hello.Single)
 	return s, nil
 }
 

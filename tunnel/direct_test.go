@@ -136,50 +136,41 @@ func TestDirectRateFallsBackToQUIC(t *testing.T) {
 	}
 }
 
-// TestOnePathGoesDirect: while only one path is up, every packet goes as
-// a direct datagram, both ways, at any rate; with two up, through QUIC.
-func TestOnePathGoesDirect(t *testing.T) {
-	h := newHarness(t)
-	client, conc := tuntest.NewChannelTUN(), tuntest.NewChannelTUN()
+// TestOneUplinkGoesDirect: a client with one uplink sends every packet
+// as a direct datagram, both ways, at any rate; one with two uplinks
+// keeps QUIC, even with one of them down.
+func TestOneUplinkGoesDirect(t *testing.T) {
+	const n, size = 200, 1200
+	both := func(t *testing.T, h *harness, client, conc *tuntest.ChannelTUN) {
+		own := h.conc.Addresses("laptop")[0].Addr()
+		far := netip.MustParseAddr("10.210.0.2")
+		for range n {
+			client.Outbound <- udp4(own, far, size, true)
+			receive(t, "up", conc.Inbound, 1)
+			conc.Outbound <- udp4(far, own, size, true)
+			receive(t, "down", client.Inbound, 1)
+		}
+	}
+	h, client, conc := channelPair(t) // one uplink
+	both(t, h, client, conc)
+	// A packet finding a probe in quic-go's queue goes through QUIC
+	// behind it (link.drained): nearly all go direct.
+	if p := h.client.Status().Paths[0]; p.TxPackets != n || p.DirectTx < n*9/10 || p.DirectRx < n*9/10 {
+		t.Errorf("one uplink: %d data packets sent, %d of them direct, %d received direct; want %d, nearly all, nearly %d", p.TxPackets, p.DirectTx, p.DirectRx, n, n)
+	}
+
+	h = newHarness(t)
+	client, conc = tuntest.NewChannelTUN(), tuntest.NewChannelTUN()
 	h.startConcentrator(conc.TUN())
 	h.startClient(client.TUN(), scheduler.Failover, 2)
 	waitFor(t, "paths up", 10*time.Second, h.pathsUp(2))
-	own := h.conc.Addresses("laptop")[0].Addr()
-	far := netip.MustParseAddr("10.210.0.2")
-	const n, size = 200, 1200
-	both := func(what string) {
-		t.Helper()
-		for range n {
-			client.Outbound <- udp4(own, far, size, true)
-			receive(t, what+", up", conc.Inbound, 1)
-			conc.Outbound <- udp4(far, own, size, true)
-			receive(t, what+", down", client.Inbound, 1)
-		}
-	}
-	both("two paths")
-	if c := h.client.Status().Counters; c["direct_tx"] != 0 || c["direct_rx"] != 0 {
-		t.Errorf("with two paths up: %d direct datagrams sent, %d received; want none", c["direct_tx"], c["direct_rx"])
-	}
 	h.proxies[1].Set(proxy.Impairment{Cut: true})
 	waitFor(t, "lte down", 10*time.Second, func() bool { return pathNamed(t, h.client.Status().Paths, "lte").State == "down" })
-	waitFor(t, "the concentrator to see lte down", 10*time.Second, func() bool {
-		for _, c := range h.conc.Status().Clients {
-			for _, p := range c.Paths {
-				if p.Name == "lte" {
-					return p.State == "down"
-				}
-			}
+	both(t, h, client, conc)
+	for _, c := range []CounterSnapshot{h.client.Status().Counters, h.conc.Status().Counters} {
+		if c["direct_tx"] != 0 || c["direct_rx"] != 0 {
+			t.Errorf("two uplinks, one down: %d direct datagrams sent, %d received; want none", c["direct_tx"], c["direct_rx"])
 		}
-		return true
-	})
-	before := pathNamed(t, h.client.Status().Paths, "wifi")
-	both("one path")
-	after := pathNamed(t, h.client.Status().Paths, "wifi")
-	if tx, rx := after.DirectTx-before.DirectTx, after.DirectRx-before.DirectRx; tx != n || rx != n {
-		t.Errorf("with one path up: %d direct datagrams sent, %d received; want %d each way (every packet, beyond the redundant rate)", tx, rx, n)
-	}
-	if tx := (after.TxPackets - after.DirectTx) - (before.TxPackets - before.DirectTx); tx != 0 {
-		t.Errorf("with one path up: %d data datagrams through QUIC, want 0", tx)
 	}
 }
 

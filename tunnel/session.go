@@ -44,6 +44,11 @@ type session struct {
 	// reorderDone sums the counts of reorder buffers since freed.
 	reorderDone scheduler.ReorderStats
 
+	// single says the client has one uplink: while its path is up, every
+	// packet goes direct (sendDirect). Set on the client when it starts,
+	// on the concentrator by each path's hello.
+	single atomic.Bool
+
 	// announce, on the client, wakes announcePaths when a path went
 	// down or came back; capacity 1, the latest state is what is sent.
 	announce chan struct{}
@@ -186,7 +191,7 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 	s.seq++
 	transport.PutHeader(p.buf.b[headroom-transport.HeaderLen:], transport.KindData, s.seq)
 	best := links[s.picks[0]]
-	one := scheduler.OnePath(s.states) && best.direct.Load() && best.drained()
+	one := s.single.Load() && scheduler.OnePath(s.states) && best.direct.Load() && best.drained()
 	if copies := s.sched.Copies(pk); (copies > 1 || one) && s.sendDirect(links, copies, p, !one) {
 		return sent, 0
 	}
@@ -241,14 +246,17 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 // sendDirect sends p as direct datagrams (transport/direct.go), beside
 // QUIC rather than inside it, in two cases.
 //
-// While only one path is up, every packet goes direct: no choice among
-// paths depends on QUIC's congestion state then, and the inner flows'
-// own congestion control paces them, as over WireGuard (see
-// scheduler.OnePath). Not before what the path has waiting for QUIC is
-// sent (link.drained), though: after a failover that is what the dead
-// path lost, sent again, which the inner flows need first; new packets
-// going direct ahead of it doubled the stall a cut caused (link-down,
-// median 472 ms against 200-250 ms).
+// For a client with one uplink (single), while its path is up, every
+// packet goes direct: no choice among paths depends on QUIC's congestion
+// state, and the inner flows' own congestion control paces them, as over
+// WireGuard (see scheduler.OnePath). Not before what the path has waiting
+// for QUIC is sent (link.drained), though. A client with more uplinks
+// keeps QUIC on the one path a cut leaves it: its inner flows arrive there
+// sized for the lost capacity, and QUIC's pacing, and the resends of what
+// QUIC lost, absorb that; direct, they met the survivor's bottleneck
+// themselves, and once in 6 runs a TCP flow stalled for 1.5 s after the
+// cut (a retransmission timeout), and for 1 s when the uplink came back
+// (QUIC's window on the survivor was cold then).
 //
 // A packet of a redundant class (copies > 1) goes direct while the
 // session's direct rate allows (limited): QUIC's congestion control would

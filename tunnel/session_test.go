@@ -585,6 +585,7 @@ func TestOnePathDirectAfterQUIC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.single.Store(true)
 	l := testLink("a", 0)
 	l.direct.Store(true)
 	s.addLink(l)

@@ -175,6 +175,7 @@ func (c *Client) dial(ctx context.Context, r *uplinkRun) (*link, netip.Addr, err
 		Mode:     string(c.opts.Mode),
 		Instance: c.instance,
 		Direct:   true,
+		Single:   c.sess.single.Load(),
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
