@@ -69,8 +69,9 @@ type session struct {
 	direct     *rate.Limiter // direct datagrams' bytes (sendDirect); nil until the first
 }
 
-// What a session sends of a redundant class as direct datagrams while
-// more than one path is up (sendDirect), copies included: a redundant class is for calls and games, a few hundred kbit/s (a voice
+// What a session sends of a redundant class as direct datagrams
+// (sendDirect), copies included, unless its client has one uplink: a
+// redundant class is for calls and games, a few hundred kbit/s (a voice
 // call) to a few Mbit/s (a video call). Beyond directRate what the class
 // carries is bulk, and goes through QUIC, whose congestion control keeps
 // it from flooding a path. directBurst lets a video key frame of tens of
