@@ -165,10 +165,12 @@ func BenchmarkDataPath(b *testing.B) {
 
 // onePathLab builds the unshaped lab of the data-path benchmarks, with
 // the idle sessions' keys, braid not started yet (Up waits for its one
-// path), and uplink 2 cut, so that raw TCP and WireGuard take the same
-// single path that braid will.
+// path), a client with one uplink (isp1: every packet goes beside QUIC, as
+// direct datagrams), and uplink 2 cut, so that raw TCP and WireGuard take
+// the same single path that braid will.
 func onePathLab(b *testing.B) *Env {
-	e, err := Build(braidBin, Options{Links: lab.TopologyOptions{Direct: true}, ExtraClients: idleSessions, UpPaths: 1})
+	e, err := Build(braidBin, Options{Links: lab.TopologyOptions{Direct: true}, ExtraClients: idleSessions, UpPaths: 1,
+		Uplinks: "  - name: isp1\n    interface: up1\n"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,7 +22,8 @@ func TestReportGoodput(t *testing.T) {
 	defer cancel()
 
 	t.Run("unshaped", func(t *testing.T) {
-		e := build(t, Options{Links: lab.TopologyOptions{Direct: true}})
+		// A client with one uplink, as in BenchmarkDataPath.
+		e := build(t, Options{Links: lab.TopologyOptions{Direct: true}, UpPaths: 1, Uplinks: "  - name: isp1\n    interface: up1\n"})
 		raw := mustTransfer(t)(e.TransferRaw(ctx, 0, dur))
 		up(t, ctx, e)
 		if err := e.WaitMTU(ctx, 10*time.Second); err != nil {
