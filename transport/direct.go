@@ -31,7 +31,11 @@ import (
 // at its own pace (a call, a game), which is how WireGuard and other
 // bonding tools carry all traffic. So braid sends redundant packets
 // direct, within a rate per session (see the tunnel package) beyond which
-// they go through QUIC and its congestion control again.
+// they go through QUIC and its congestion control again. A client with
+// one uplink sends everything direct: no choice among paths needs QUIC's
+// congestion state then, and QUIC's per-packet work and second congestion
+// control held one TCP flow to 0.72-0.83 of WireGuard's goodput (1.4-1.5
+// direct).
 //
 // A direct datagram is:
 //
@@ -49,8 +53,9 @@ import (
 // a late copy is.
 const (
 	// directMarker clears QUIC's fixed bit (0x40) and long header bit
-	// (0x80), which every QUIC version 1 packet sets (RFC 9000 §17), so
-	// quic-go hands the packet to Transport.ReadNonQUICPacket.
+	// (0x80), which every QUIC version 1 packet sets (RFC 9000 §17):
+	// batchConn takes such packets out before quic-go reads (elsewhere
+	// quic-go hands them to Transport.ReadNonQUICPacket).
 	directMarker    = 0x01
 	directHeaderLen = 1 + 8 + 8
 	directTagLen    = 16
