@@ -291,17 +291,17 @@ func TestDivertWaitsForRoom(t *testing.T) {
 	_, rx := loopbackPair(t)
 	dg := bytes.Repeat([]byte{directMarker}, DirectOverhead)
 	for range directQueueLen {
-		rx.divert(dg)
+		rx.divert(dg, 0)
 	}
 	done := make(chan struct{})
-	go func() { rx.divert(dg); close(done) }()
+	go func() { rx.divert(dg, 0); close(done) }()
 	directPackets.Put(<-rx.direct[0]) // room for the one waiting
 	<-done
 	if n := rx.droppedDirect(); n != 0 {
 		t.Fatalf("%d dropped, want 0: divert waited for room", n)
 	}
 	start := time.Now()
-	rx.divert(dg) // nobody takes it
+	rx.divert(dg, 0) // nobody takes it
 	if n := rx.droppedDirect(); n != 1 {
 		t.Fatalf("%d dropped, want 1", n)
 	}

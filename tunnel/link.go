@@ -158,11 +158,10 @@ type link struct {
 	peerRestrict atomic.Int32
 
 	// direct says the peer takes direct datagrams on the path (and, on
-	// the client, that the concentrator sends them); directWire counts
-	// their bytes both ways, IP and UDP headers included, for the meter.
-	direct     atomic.Bool
-	directWire atomic.Uint64
-	// The payload bytes of direct datagrams sent and accepted, for status.
+	// the client, that the concentrator sends them).
+	direct atomic.Bool
+	// The payload bytes of direct datagrams sent and accepted, for status
+	// and (with their headers) the meter.
 	directTxBytes, directRxBytes atomic.Uint64
 }
 
@@ -316,7 +315,9 @@ func (l *link) count(s transport.Stats) {
 	if l.meter == nil {
 		return
 	}
-	total := s.BytesSent + s.BytesReceived + l.wireOverhead*(s.PacketsSent+s.PacketsRecv) + l.directWire.Load()
+	total := s.BytesSent + s.BytesReceived + l.wireOverhead*(s.PacketsSent+s.PacketsRecv)
+	dtx, drx := l.path.DirectCounts()
+	total += l.directTxBytes.Load() + l.directRxBytes.Load() + (dtx+drx)*(transport.HeaderLen+transport.DirectOverhead+l.wireOverhead)
 	if total > l.counted {
 		l.meter.add(total - l.counted)
 		l.counted = total
@@ -690,7 +691,6 @@ func (l *link) sendDirect(d, scratch []byte) {
 	}
 	l.counters.DirectTx.Add(1)
 	l.directTxBytes.Add(uint64(len(d) - transport.HeaderLen))
-	l.directWire.Add(uint64(len(d)+transport.DirectOverhead) + l.wireOverhead)
 }
 
 // directReceiver reads the direct datagrams that arrive on a client
@@ -729,7 +729,6 @@ func (l *link) receiveDirect(ctx context.Context, ep endpoint, raw, scratch []by
 	l.lastData.Store(now)
 	l.counters.DirectRx.Add(1)
 	l.directRxBytes.Add(uint64(len(payload)))
-	l.directWire.Add(uint64(len(raw)) + l.wireOverhead)
 	ep.deliver(ctx, nil, seq, payload)
 	return d
 }
