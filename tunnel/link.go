@@ -95,6 +95,10 @@ type link struct {
 
 	queue   chan packetRef
 	stopped chan struct{} // closed when run ends: nobody drains queue
+	// quicAt is when the session last queued data for QUIC on the link,
+	// and quicSince when it began to after a quiet gap (monotime; see
+	// drained). The session's sendMu guards both.
+	quicAt, quicSince int64
 	wake    chan struct{} // ends a wait for room in queue (interrupt)
 	sent    inflight      // data recently sent, to resend if the path dies
 	lost    []uint64      // sequence numbers QUIC lost, owned by the sender
@@ -675,11 +679,45 @@ func (l *link) receiver(ctx context.Context, ep endpoint) error {
 	}
 }
 
-// drained reports whether nothing waits to go through QUIC on the path:
-// neither in the link's queue nor in quic-go's. What goes direct after it
-// then leaves after what went through QUIC, through the same socket.
-func (l *link) drained() bool {
-	return len(l.queue) == 0 && l.path.Backlog() <= 0
+// Direct datagrams take a shorter way through the receiver than QUIC's
+// (no connection goroutine, no datagram queue), so one sent right after a
+// QUIC datagram can overtake it. A path's packets therefore go direct only
+// once the path has queued nothing for QUIC for directQuiet (or its RTT,
+// if longer): the last QUIC datagram has reached the peer by then. Traffic
+// that keeps QUIC busy for longer than directSwitch goes direct at the
+// next drained moment anyway, at the cost of one reordering, since a
+// steady flow might otherwise never leave QUIC.
+const (
+	directQuiet  = time.Millisecond
+	directSwitch = 50 * time.Millisecond
+)
+
+// noteQUIC records that the session queued data for QUIC on the link at
+// now. The session's sendMu is held.
+func (l *link) noteQUIC(now int64) {
+	if now-l.quicAt >= int64(l.quietGap()) {
+		l.quicSince = now
+	}
+	l.quicAt = now
+}
+
+func (l *link) quietGap() time.Duration {
+	return max(directQuiet, time.Duration(l.rtt.Load()))
+}
+
+// drained reports whether what went through QUIC on the path is out of
+// the way of direct datagrams: nothing waits in the link's queue nor in
+// quic-go's, and the last of it was queued long enough ago (see
+// directQuiet). The session's sendMu is held.
+func (l *link) drained(now int64) bool {
+	return l.quiet(now) && len(l.queue) == 0 && l.path.Backlog() <= 0
+}
+
+// quiet reports whether the session queued data for QUIC on the link last
+// long enough before now, or began to long enough before (directSwitch).
+// The session's sendMu is held.
+func (l *link) quiet(now int64) bool {
+	return now-l.quicAt >= int64(l.quietGap()) || now-l.quicSince >= int64(directSwitch)
 }
 
 // sendDirect sends the braid datagram d as a direct datagram, built in

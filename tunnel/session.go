@@ -192,7 +192,7 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 	s.seq++
 	transport.PutHeader(p.buf.b[headroom-transport.HeaderLen:], transport.KindData, s.seq)
 	best := links[s.picks[0]]
-	one := s.single.Load() && scheduler.OnePath(s.states) && best.direct.Load() && best.drained()
+	one := s.single.Load() && scheduler.OnePath(s.states) && best.direct.Load() && best.drained(monotime())
 	if copies := s.sched.Copies(pk); (copies > 1 || one) && s.sendDirect(links, copies, p, !one) {
 		return sent, 0
 	}
@@ -241,6 +241,7 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 		c.DropQueueFull.Add(1)
 		return queueFull, 0
 	}
+	best.noteQUIC(monotime())
 	return sent, 0
 }
 
@@ -250,8 +251,8 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 // For a client with one uplink (single), while its path is up, every
 // packet goes direct: no choice among paths depends on QUIC's congestion
 // state, and the inner flows' own congestion control paces them, as over
-// WireGuard (see scheduler.OnePath). Not before what the path has waiting
-// for QUIC is sent (link.drained), though. A client with more uplinks
+// WireGuard (see scheduler.OnePath). Not before what the path sent through
+// QUIC is out of the way (link.drained), though. A client with more uplinks
 // keeps QUIC on the one path a cut leaves it: its inner flows arrive there
 // sized for the lost capacity, and QUIC's pacing, and the resends of what
 // QUIC lost, absorb that; direct, they met the survivor's bottleneck
@@ -444,8 +445,10 @@ func (s *session) requeue(links []*link, pkts []packetRef, now int64, c *Counter
 			putBuffer(p.buf)
 			continue
 		}
-		switch queued, woken := links[s.picks[0]].enqueueWait(p, s.timer, time.Duration(until-monotime())); {
+		l := links[s.picks[0]]
+		switch queued, woken := l.enqueueWait(p, s.timer, time.Duration(until-monotime())); {
 		case queued:
+			l.noteQUIC(monotime())
 			c.Resent.Add(1)
 		case woken:
 			putBuffer(p.buf) // its new path went down too

@@ -600,4 +600,34 @@ func TestOnePathDirectAfterQUIC(t *testing.T) {
 	for range 2 {
 		putBuffer((<-l.queue).buf)
 	}
+	if l.quiet(monotime()) {
+		t.Error("quiet right after a packet was queued for QUIC; want direct held back until it is out of the way")
+	}
+	// QUIC busy, then idle for the quiet gap: direct again.
+	now := monotime()
+	l.quicSince, l.quicAt = now, now
+	if l.quiet(now + int64(l.quietGap()) - 1) {
+		t.Error("quiet before the quiet gap")
+	}
+	if !l.quiet(now + int64(l.quietGap())) {
+		t.Error("not quiet after the quiet gap")
+	}
+	// Traffic that keeps QUIC busy for directSwitch goes direct anyway:
+	// packets queued every half gap for directSwitch.
+	gap := int64(l.quietGap()) / 2
+	for at := now; at < now+int64(directSwitch); at += gap {
+		l.noteQUIC(at)
+		if l.quiet(at) {
+			t.Fatalf("quiet %v into a busy spell", time.Duration(at-now))
+		}
+	}
+	if at := now + int64(directSwitch); !l.quiet(at) {
+		t.Error("a spell of QUIC traffic longer than directSwitch never ends")
+	}
+	// After a gap, a new spell begins.
+	at := now + int64(directSwitch) + int64(l.quietGap())
+	l.noteQUIC(at)
+	if l.quiet(at + 1) {
+		t.Error("quiet at the start of a new spell")
+	}
 }
