@@ -99,9 +99,9 @@ type link struct {
 	// and quicSince when it began to after a quiet gap (monotime; see
 	// drained). The session's sendMu guards both.
 	quicAt, quicSince int64
-	wake    chan struct{} // ends a wait for room in queue (interrupt)
-	sent    inflight      // data recently sent, to resend if the path dies
-	lost    []uint64      // sequence numbers QUIC lost, owned by the sender
+	wake              chan struct{} // ends a wait for room in queue (interrupt)
+	sent              inflight      // data recently sent, to resend if the path dies
+	lost              []uint64      // sequence numbers QUIC lost, owned by the sender
 	// peerDown is set on the concentrator when the client said this path
 	// is down (transport.Paths); the client is the judge of its uplinks.
 	peerDown atomic.Bool
