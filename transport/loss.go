@@ -97,13 +97,14 @@ type lossTracker struct {
 	// over.
 	settled atomic.Bool
 
-	// The path's loss counts: 1-RTT packets sent, and loss events among
-	// those sent at or after countLostFrom (a packet number). A loss event
-	// is a loss and those of the packets sent before it was declared (up
-	// to eventEnd): one congestion episode, as NewReno's recovery and
-	// TFRC's loss event rate (RFC 5348 section 5.2) count it. A queue
-	// overflow loses a burst in one round trip, random loss one packet
-	// here and there; TCP's rate follows the events, not the packets.
+	// The path's loss counts: ack-eliciting 1-RTT packets sent (see
+	// ackEliciting), and loss events among those sent at or after
+	// countLostFrom (a packet number). A loss event is a loss and those of
+	// the packets sent before it was declared (up to eventEnd): one
+	// congestion episode, as NewReno's recovery and TFRC's loss event rate
+	// (RFC 5348 section 5.2) count it. A queue overflow loses a burst in
+	// one round trip, random loss one packet here and there; TCP's rate
+	// follows the events, not the packets.
 	sentPackets, lossEvents             atomic.Uint64
 	lastSentPN, countLostFrom, eventEnd atomic.Int64
 
@@ -179,7 +180,9 @@ func (t *lossTracker) RecordEvent(ev qlogwriter.Event) {
 	case qlog.PacketSent:
 		if ev.Header.PacketType == qlog.PacketType1RTT {
 			t.lastSentPN.Store(int64(ev.Header.PacketNumber))
-			t.sentPackets.Add(1)
+			if ackEliciting(ev.Frames) {
+				t.sentPackets.Add(1)
+			}
 			t.packetSent(int64(ev.Header.PacketNumber), ev.Frames)
 		}
 	case qlog.PacketLost:
@@ -264,6 +267,23 @@ func (t *lossTracker) packetSent(pn int64, frames []qlog.Frame) {
 			}
 		}
 	}
+}
+
+// ackEliciting reports whether a packet of frames asks for an
+// acknowledgement: only such packets are ever declared lost (RFC 9002
+// section 2), so only they count among the packets a loss rate divides
+// by. A path whose data goes beside QUIC (direct datagrams) sends mostly
+// acknowledgements through it: counted, they made 3% of loss read as
+// 0.5%.
+func ackEliciting(frames []qlog.Frame) bool {
+	for _, f := range frames {
+		switch f.Frame.(type) {
+		case *qlog.AckFrame, *qlog.ConnectionCloseFrame:
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 // signalDrained signals drained if quic-go's queue is down to level.

@@ -222,7 +222,7 @@ func TestLossTrackerBacklog(t *testing.T) {
 	}
 }
 
-// TestLossCounts: the tracker counts 1-RTT packets sent and loss events
+// TestLossCounts: the tracker counts ack-eliciting 1-RTT packets sent and loss events
 // (the losses of packets sent before the first was declared are one);
 // after ForgetLosses, a packet sent before it does not count even when
 // QUIC declares it lost later (slow start's overshoot). It also
@@ -231,7 +231,14 @@ func TestLossCounts(t *testing.T) {
 	tr := newLossTracker()
 	p := &Path{loss: tr}
 	sent := func(pn int64) {
-		tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: qlog.PacketNumber(pn)}})
+		tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: qlog.PacketNumber(pn)},
+			Frames: []qlog.Frame{{Frame: &qlog.AckFrame{}}, {Frame: &qlog.PingFrame{}}}})
+	}
+	// A packet of acknowledgements only is never declared lost: it does
+	// not count.
+	ackOnly := func(pn int64) {
+		tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: qlog.PacketNumber(pn)},
+			Frames: []qlog.Frame{{Frame: &qlog.AckFrame{}}}})
 	}
 	lost := func(pn int64) {
 		tr.RecordEvent(qlog.PacketLost{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: qlog.PacketNumber(pn)}})
@@ -240,6 +247,7 @@ func TestLossCounts(t *testing.T) {
 	for pn := range int64(10) {
 		sent(pn)
 	}
+	ackOnly(10)
 	lost(2)
 	if s, l := p.LossCounts(); s != 10 || l != 1 {
 		t.Fatalf("LossCounts = %d, %d; want 10, 1", s, l)
@@ -255,14 +263,14 @@ func TestLossCounts(t *testing.T) {
 	}
 	p.ForgetLosses()
 	lost(5) // sent before: forgotten
-	sent(10)
 	sent(11)
 	sent(12)
-	lost(10)
-	lost(11) // sent before 10 was declared lost: the same event
 	sent(13)
-	lost(12) // the same
-	lost(13) // sent after: a new event
+	lost(11)
+	lost(12) // sent before 11 was declared lost: the same event
+	sent(14)
+	lost(13) // the same
+	lost(14) // sent after: a new event
 	if s, l := p.LossCounts(); s != 14 || l != 3 {
 		t.Fatalf("after ForgetLosses: LossCounts = %d, %d; want 14, 3", s, l)
 	}
@@ -272,7 +280,7 @@ func TestLossCounts(t *testing.T) {
 	ch := p.Drained(1)
 	tr.queue(datagram(KindPad, 0, 100))
 	tr.queue(datagram(KindPad, 0, 100))
-	tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: 14},
+	tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: 15},
 		Frames: []qlog.Frame{{Frame: &qlog.DatagramFrame{Length: 100}}}})
 	select {
 	case <-ch:
@@ -280,7 +288,7 @@ func TestLossCounts(t *testing.T) {
 		t.Fatal("no drained signal with one datagram left")
 	}
 	p.Drained(-1)
-	tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: 15},
+	tr.RecordEvent(qlog.PacketSent{Header: qlog.PacketHeader{PacketType: qlog.PacketType1RTT, PacketNumber: 16},
 		Frames: []qlog.Frame{{Frame: &qlog.DatagramFrame{Length: 100}}}})
 	select {
 	case <-ch:

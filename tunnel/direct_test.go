@@ -103,6 +103,41 @@ func TestDirectSecondCopyOnOnePath(t *testing.T) {
 	}
 }
 
+// TestLossyPathMoreCopies: on a path measured to lose 3% of its packets,
+// a redundant packet goes in as many copies as scheduler.CopiesFor asks
+// (four: two would lose one packet in 1,100), and the concentrator
+// delivers it once.
+func TestLossyPathMoreCopies(t *testing.T) {
+	h, client, conc := redundantPair(t, 1)
+	l := (*h.client.sess.links.Load())[0]
+	l.estMu.Lock()
+	l.est.OnLossCounts(1000, 0)
+	l.est.OnLossCounts(1100, 3) // a sample: 3 lost of 100
+	l.estMu.Unlock()
+	want := scheduler.CopiesFor([]scheduler.PathState{{Loss: 0.03}}, []int{0}, 2)
+	if want <= 2 {
+		t.Fatalf("CopiesFor at 3%% loss = %d, want more than 2", want)
+	}
+	own := h.conc.Addresses("laptop")[0].Addr()
+	const n = 20
+	for range n {
+		client.Outbound <- udp4(own, netip.MustParseAddr("10.210.0.2"), 200, true)
+		receive(t, "up", conc.Inbound, 1)
+	}
+	waitFor(t, "every copy", 5*time.Second, func() bool {
+		c := h.conc.Status().Counters
+		return c["direct_rx"] == uint64(want*n) && c["drop_duplicate"] == uint64((want-1)*n)
+	})
+	if p := h.client.Status().Paths[0]; p.DirectTx != uint64(want*n) {
+		t.Errorf("path %s sent %d direct datagrams for %d packets, want %d", p.Name, p.DirectTx, n, want*n)
+	}
+	select {
+	case <-conc.Inbound:
+		t.Error("a copy was delivered twice")
+	default:
+	}
+}
+
 // TestDirectRateFallsBackToQUIC: while more than one path is up,
 // redundant packets beyond the session's direct rate go through QUIC, and
 // none is lost on the way.

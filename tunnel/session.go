@@ -266,7 +266,8 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 // 15-39% of a call lost), and it is protected by its copies instead. One
 // copy goes on each picked path; when fewer paths are usable than two,
 // the best one takes a second copy, so that a random loss on it still
-// takes two losses to lose the packet.
+// takes two losses to lose the packet; and on lossy paths more copies go,
+// in turn on each picked path, as scheduler.CopiesFor says.
 //
 // It takes p's buffer and reports true; false, leaving p to the caller,
 // when a picked path's peer does not take direct datagrams or the rate is
@@ -277,7 +278,10 @@ func (s *session) sendDirect(links []*link, copies int, p packetRef, limited boo
 			return false
 		}
 	}
-	n := max(len(s.picks), min(copies, 2))
+	n := 1
+	if copies > 1 {
+		n = scheduler.CopiesFor(s.states, s.picks, copies)
+	}
 	d := p.datagram()
 	if limited {
 		if s.direct == nil {
@@ -289,7 +293,7 @@ func (s *session) sendDirect(links []*link, copies int, p packetRef, limited boo
 	}
 	scratch := getBuffer(len(d) + transport.DirectOverhead)
 	for k := range n {
-		links[s.picks[min(k, len(s.picks)-1)]].sendDirect(d, scratch.b[:0])
+		links[s.picks[k%len(s.picks)]].sendDirect(d, scratch.b[:0])
 	}
 	putBuffer(scratch)
 	putBuffer(p.buf)
