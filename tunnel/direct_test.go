@@ -158,7 +158,9 @@ func TestDirectRateFallsBackToQUIC(t *testing.T) {
 			direct += p.DirectTx
 			quic += p.TxPackets - p.DirectTx
 		}
-		return direct+quic == 2*n
+		// More if QUIC's losses on loopback made a path read as lossy
+		// (scheduler.CopiesFor).
+		return direct+quic >= 2*n
 	}
 	// The copies on the slower path may still wait in its queue.
 	waitFor(t, "every copy sent", 5*time.Second, count)
