@@ -71,3 +71,12 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// filler is a packet that fills a queue in a test: zeroes, which no
+// resend takes for a packet (a pooled buffer may hold one from an earlier
+// test).
+func filler() packetRef {
+	b := getBuffer(100)
+	clear(b.b)
+	return packetRef{buf: b, n: 100}
+}

@@ -25,7 +25,7 @@ func fullSession(t *testing.T) (*session, *link) {
 	l.stopped = make(chan struct{})
 	s.addLink(l)
 	for range cap(l.queue) {
-		l.queue <- packetRef{buf: getBuffer(100), n: 100}
+		l.queue <- filler()
 	}
 	return s, l
 }
@@ -209,7 +209,7 @@ func TestInflightKeepsRecentAndBounded(t *testing.T) {
 
 // seqPacket is a packet whose braid header carries seq.
 func seqPacket(seq uint64) packetRef {
-	p := packetRef{buf: getBuffer(100), n: 100}
+	p := filler()
 	transport.PutHeader(p.datagram(), transport.KindData, seq)
 	return p
 }
@@ -539,8 +539,8 @@ func TestWaitEndsWhenPathGoesDown(t *testing.T) {
 			a.rtt.Store(int64(time.Second)) // a wait on a would last maxQueueWait
 			// Both queues full, so that the reader waits on a.
 			for range cap(a.queue) {
-				a.queue <- packetRef{buf: getBuffer(100), n: 100}
-				b.queue <- packetRef{buf: getBuffer(100), n: 100}
+				a.queue <- filler()
+				b.queue <- filler()
 			}
 			var c Counters
 			done := make(chan sendResult)
@@ -589,7 +589,7 @@ func TestOnePathDirectAfterQUIC(t *testing.T) {
 	l := testLink("a", 0)
 	l.direct.Store(true)
 	s.addLink(l)
-	l.queue <- packetRef{buf: getBuffer(100), n: 100} // a resend, say
+	l.queue <- filler() // a resend, say
 	var c Counters
 	if res := sendOne(t, s, &c); res != sent {
 		t.Fatalf("send = %v, want sent", res)
