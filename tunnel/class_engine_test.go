@@ -84,11 +84,19 @@ func TestClassTakesEffect(t *testing.T) {
 	if got := h.client.Status().Counters["direct_tx"] - directBefore; got != 2*n {
 		t.Errorf("UDP to 5300 (redundant class): %d direct datagrams sent, want %d: both copies of each", got, 2*n)
 	}
-	for deadline := time.Now().Add(5 * time.Second); h.conc.Status().Counters["drop_duplicate"] < n; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the concentrator dropped %d second copies of %d; its counters: %v; the client's: %v",
-				h.conc.Status().Counters["drop_duplicate"], n, h.conc.Status().Counters, h.client.Status().Counters)
+	// Every copy that arrives after the first is dropped. Loopback, and
+	// the harness's proxies, may lose one when the machine is busy (seen
+	// once in about twenty runs of the package): wait for all, but ask
+	// only that most arrived.
+	var cc map[string]uint64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cc = h.conc.Status().Counters; cc["direct_rx"] >= 2*n && cc["drop_duplicate"] >= n {
+			break
 		}
+	}
+	if cc["drop_duplicate"] != cc["direct_rx"]-n || cc["drop_duplicate"] < n*3/4 {
+		t.Fatalf("the concentrator received %d direct datagrams for %d packets and dropped %d as duplicates, want all but the first copies; proxies dropped %d and %d",
+			cc["direct_rx"], n, cc["drop_duplicate"], h.proxies[0].Dropped.Load(), h.proxies[1].Dropped.Load())
 	}
 	dups := h.conc.Status().Counters["drop_duplicate"]
 
