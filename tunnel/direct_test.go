@@ -84,57 +84,52 @@ func TestDirectBothWays(t *testing.T) {
 	}
 }
 
-// TestDirectSecondCopyOnOnePath: with one path left, a redundant packet
-// goes on it twice, so that one random loss does not lose it.
-func TestDirectSecondCopyOnOnePath(t *testing.T) {
-	h, client, conc := redundantPair(t, 1)
-	own := h.conc.Addresses("laptop")[0].Addr()
-	const n = 20
-	for range n {
-		client.Outbound <- udp4(own, netip.MustParseAddr("10.210.0.2"), 200, true)
-		receive(t, "up", conc.Inbound, 1)
-	}
-	waitFor(t, "the second copies", 5*time.Second, func() bool {
-		c := h.conc.Status().Counters
-		return c["direct_rx"] > n && c["direct_rx"]-n == c["drop_duplicate"]
-	})
-	if p := h.client.Status().Paths[0]; p.DirectTx != 2*n || p.TxPackets != p.DirectTx {
-		t.Errorf("path %s sent %d data packets, %d of them direct, want %d, all", p.Name, p.TxPackets, p.DirectTx, 2*n)
-	}
-}
-
-// TestLossyPathMoreCopies: on a path measured to lose 3% of its packets,
-// a redundant packet goes in as many copies as scheduler.CopiesFor asks
-// (four: two would lose one packet in 1,100), and the concentrator
-// delivers it once.
-func TestLossyPathMoreCopies(t *testing.T) {
-	h, client, conc := redundantPair(t, 1)
-	l := (*h.client.sess.links.Load())[0]
-	l.estMu.Lock()
-	l.est.OnLossCounts(1000, 0)
-	l.est.OnLossCounts(1100, 3) // a sample: 3 lost of 100
-	l.estMu.Unlock()
-	want := scheduler.CopiesFor([]scheduler.PathState{{Loss: 0.03}}, []int{0}, 2)
-	if want <= 2 {
-		t.Fatalf("CopiesFor at 3%% loss = %d, want more than 2", want)
-	}
-	own := h.conc.Addresses("laptop")[0].Addr()
-	const n = 20
-	for range n {
-		client.Outbound <- udp4(own, netip.MustParseAddr("10.210.0.2"), 200, true)
-		receive(t, "up", conc.Inbound, 1)
-	}
-	waitFor(t, "every copy", 5*time.Second, func() bool {
-		c := h.conc.Status().Counters
-		return c["direct_rx"] == uint64(want*n) && c["drop_duplicate"] == uint64((want-1)*n)
-	})
-	if p := h.client.Status().Paths[0]; p.DirectTx != uint64(want*n) {
-		t.Errorf("path %s sent %d direct datagrams for %d packets, want %d", p.Name, p.DirectTx, n, want*n)
-	}
-	select {
-	case <-conc.Inbound:
-		t.Error("a copy was delivered twice")
-	default:
+// TestDirectCopiesOnOnePath: with one path left, a redundant packet goes
+// on it twice, so that one random loss does not lose it; on a path
+// measured to lose 3% of its packets, in as many copies as
+// scheduler.CopiesFor asks (four: two would lose one packet in 1,100).
+// The concentrator delivers each packet once.
+func TestDirectCopiesOnOnePath(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		loss float64
+	}{{"clean", 0}, {"lossy", 0.03}} {
+		t.Run(tt.name, func(t *testing.T) {
+			h, client, conc := redundantPair(t, 1)
+			want := 2
+			if tt.loss > 0 {
+				l := (*h.client.sess.links.Load())[0]
+				l.estMu.Lock()
+				l.est.OnLossCounts(1000, 0)
+				l.est.OnLossCounts(1100, uint64(tt.loss*100)) // a sample of 100 packets
+				l.estMu.Unlock()
+				want = scheduler.CopiesFor([]scheduler.PathState{{Loss: tt.loss}}, []int{0}, 2)
+				if want <= 2 {
+					t.Fatalf("CopiesFor at %v loss = %d, want more than 2", tt.loss, want)
+				}
+			}
+			own := h.conc.Addresses("laptop")[0].Addr()
+			const n = 20
+			for range n {
+				client.Outbound <- udp4(own, netip.MustParseAddr("10.210.0.2"), 200, true)
+				receive(t, "up", conc.Inbound, 1)
+			}
+			// Every copy after the first is dropped (loopback may lose
+			// one when the machine is busy: see TestClassTakesEffect).
+			waitFor(t, "the further copies", 5*time.Second, func() bool {
+				c := h.conc.Status().Counters
+				return h.client.Status().Paths[0].DirectTx >= uint64(want*n) &&
+					c["direct_rx"] >= uint64(want*n)-1 && c["direct_rx"]-n == c["drop_duplicate"]
+			})
+			if p := h.client.Status().Paths[0]; p.DirectTx != uint64(want*n) || p.TxPackets != p.DirectTx {
+				t.Errorf("path %s sent %d data packets, %d of them direct, want %d, all", p.Name, p.TxPackets, p.DirectTx, want*n)
+			}
+			select {
+			case <-conc.Inbound:
+				t.Error("a packet was delivered twice")
+			default:
+			}
+		})
 	}
 }
 
