@@ -25,14 +25,16 @@ func redundantPair(t *testing.T, n int) (h *harness, client, conc *tuntest.Chann
 	return h, client, conc
 }
 
-// receive reads n packets from in, failing the test if they take long.
-func receive(t *testing.T, what string, in chan []byte, n int) {
+// receive reads n packets from in, failing the test, with both ends'
+// counters and paths, if they take long.
+func receive(t *testing.T, h *harness, what string, in chan []byte, n int) {
 	t.Helper()
 	for i := range n {
 		select {
 		case <-in:
 		case <-time.After(5 * time.Second):
-			t.Fatalf("%s: %d of %d packets arrived", what, i, n)
+			t.Fatalf("%s: %d of %d packets arrived; the client's counters %v, paths %+v; the concentrator's counters %v, clients %+v",
+				what, i, n, h.client.Status().Counters, h.client.Status().Paths, h.conc.Status().Counters, h.conc.Status().Clients)
 		}
 	}
 }
@@ -48,11 +50,11 @@ func TestDirectBothWays(t *testing.T) {
 	// sockets, and a burst on top of it would lose packets there.
 	for range n {
 		client.Outbound <- udp4(own, far, 200, true)
-		receive(t, "up", conc.Inbound, 1)
+		receive(t, h, "up", conc.Inbound, 1)
 	}
 	for range n {
 		conc.Outbound <- udp4(far, own, 200, true)
-		receive(t, "down", client.Inbound, 1)
+		receive(t, h, "down", client.Inbound, 1)
 	}
 
 	for _, end := range []struct {
@@ -147,7 +149,7 @@ func TestDirectRateFallsBackToQUIC(t *testing.T) {
 	start := time.Now()
 	for range n { // one at a time: a burst of them would overflow socket buffers
 		client.Outbound <- udp4(own, netip.MustParseAddr("10.210.0.2"), size, true)
-		receive(t, "up", conc.Inbound, 1)
+		receive(t, h, "up", conc.Inbound, 1)
 	}
 	elapsed := time.Since(start)
 	var direct, quic uint64
@@ -182,9 +184,9 @@ func TestOneUplinkGoesDirect(t *testing.T) {
 		far := netip.MustParseAddr("10.210.0.2")
 		for range n {
 			client.Outbound <- udp4(own, far, size, true)
-			receive(t, "up", conc.Inbound, 1)
+			receive(t, h, "up", conc.Inbound, 1)
 			conc.Outbound <- udp4(far, own, size, true)
-			receive(t, "down", client.Inbound, 1)
+			receive(t, h, "down", client.Inbound, 1)
 		}
 	}
 	h, client, conc := channelPair(t) // one uplink
@@ -252,7 +254,7 @@ func TestDirectCountsAgainstBudget(t *testing.T) {
 	before := h.client.Status().Budgets[0].UsedBytes
 	for range n {
 		client.Outbound <- udp4(own, netip.MustParseAddr("10.210.0.2"), size, true)
-		receive(t, "up", conc.Inbound, 1)
+		receive(t, h, "up", conc.Inbound, 1)
 	}
 	if p := h.client.Status().Paths[0]; p.DirectTx != 2*n {
 		t.Fatalf("%d direct datagrams sent, want %d", p.DirectTx, 2*n)

@@ -682,27 +682,27 @@ func (l *link) receiver(ctx context.Context, ep endpoint) error {
 // Direct datagrams take a shorter way through the receiver than QUIC's
 // (no connection goroutine, no datagram queue), so one sent right after a
 // QUIC datagram can overtake it. A path's packets therefore go direct only
-// once the path has queued nothing for QUIC for directQuiet (or its RTT,
-// if longer): the last QUIC datagram has reached the peer by then. Traffic
-// that keeps QUIC busy for longer than directSwitch goes direct at the
-// next drained moment anyway, at the cost of one reordering, since a
-// steady flow might otherwise never leave QUIC.
+// once the path has queued nothing for QUIC for directQuiet, and quic-go
+// has sent what it was given (link.drained). The network does not reorder
+// them: both kinds take the path's one 5-tuple, so the gap need cover only
+// the receiver's extra hand-offs, not the path's RTT (with the RTT, a probe
+// reply that made one packet take QUIC kept the concentrator's packets
+// there for up to 50 ms under the race detector). Traffic that keeps QUIC
+// busy for longer than directSwitch goes direct at the next drained moment
+// anyway, at the cost of one reordering, since a steady flow might
+// otherwise never leave QUIC.
 const (
-	directQuiet  = time.Millisecond
+	directQuiet  = 500 * time.Microsecond
 	directSwitch = 50 * time.Millisecond
 )
 
 // noteQUIC records that the session queued data for QUIC on the link at
 // now. The session's sendMu is held.
 func (l *link) noteQUIC(now int64) {
-	if now-l.quicAt >= int64(l.quietGap()) {
+	if now-l.quicAt >= int64(directQuiet) {
 		l.quicSince = now
 	}
 	l.quicAt = now
-}
-
-func (l *link) quietGap() time.Duration {
-	return max(directQuiet, time.Duration(l.rtt.Load()))
 }
 
 // drained reports whether what went through QUIC on the path is out of
@@ -717,7 +717,7 @@ func (l *link) drained(now int64) bool {
 // long enough before now, or began to long enough before (directSwitch).
 // The session's sendMu is held.
 func (l *link) quiet(now int64) bool {
-	return now-l.quicAt >= int64(l.quietGap()) || now-l.quicSince >= int64(directSwitch)
+	return now-l.quicAt >= int64(directQuiet) || now-l.quicSince >= int64(directSwitch)
 }
 
 // sendDirect sends the braid datagram d as a direct datagram, built in

@@ -606,15 +606,15 @@ func TestOnePathDirectAfterQUIC(t *testing.T) {
 	// QUIC busy, then idle for the quiet gap: direct again.
 	now := monotime()
 	l.quicSince, l.quicAt = now, now
-	if l.quiet(now + int64(l.quietGap()) - 1) {
+	if l.quiet(now + int64(directQuiet) - 1) {
 		t.Error("quiet before the quiet gap")
 	}
-	if !l.quiet(now + int64(l.quietGap())) {
+	if !l.quiet(now + int64(directQuiet)) {
 		t.Error("not quiet after the quiet gap")
 	}
 	// Traffic that keeps QUIC busy for directSwitch goes direct anyway:
 	// packets queued every half gap for directSwitch.
-	gap := int64(l.quietGap()) / 2
+	gap := int64(directQuiet) / 2
 	for at := now; at < now+int64(directSwitch); at += gap {
 		l.noteQUIC(at)
 		if l.quiet(at) {
@@ -625,7 +625,7 @@ func TestOnePathDirectAfterQUIC(t *testing.T) {
 		t.Error("a spell of QUIC traffic longer than directSwitch never ends")
 	}
 	// After a gap, a new spell begins.
-	at := now + int64(directSwitch) + int64(l.quietGap())
+	at := now + int64(directSwitch) + int64(directQuiet)
 	l.noteQUIC(at)
 	if l.quiet(at + 1) {
 		t.Error("quiet at the start of a new spell")
