@@ -49,8 +49,9 @@ type batchConn struct {
 	gate *rxGate // holds ReadBatch back while receivers are behind
 
 	// SendCalls and SentPackets count sendmmsg calls and packets sent, for
-	// tests and statistics.
-	sendCalls, sentPackets atomic.Uint64
+	// tests and statistics; sendFailed the messages the kernel refused,
+	// which are dropped (and logged: see send).
+	sendCalls, sentPackets, sendFailed atomic.Uint64
 
 	// direct holds the direct datagrams read (see divert) until
 	// readDirect takes them, in shards by lane ID so that several
@@ -279,7 +280,11 @@ func (c *batchConn) send(b *sendBatch) {
 				return
 			}
 			// As a kernel drops a packet it cannot send: skip the
-			// message that failed and send the rest.
+			// message that failed and send the rest. Logged, the 1st,
+			// 2nd, 4th... time, since nothing else would show the loss.
+			if k := c.sendFailed.Add(1); k&(k-1) == 0 {
+				slog.Warn("UDP send failed: packet dropped", "local", c.LocalAddr(), "to", msgs[0].Addr, "err", err, "failures", k)
+			}
 			n = 1
 		}
 		for i := range msgs[:n] {

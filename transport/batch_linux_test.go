@@ -309,3 +309,26 @@ func TestDivertWaitsForRoom(t *testing.T) {
 		t.Errorf("dropped after %v, before gateMaxWait", waited)
 	}
 }
+
+// TestBatchConnSkipsRefusedPacket: a packet the kernel refuses (an IPv6
+// destination from an IPv4 socket) is counted and dropped, and the packet
+// queued behind it in the same batch is still sent.
+func TestBatchConnSkipsRefusedPacket(t *testing.T) {
+	tx, rx := loopbackPairStopped(t)
+	dst := rx.LocalAddr().(*net.UDPAddr)
+	refused := []byte{0x40, 1, 2, 3}
+	good := []byte{0x40, 4, 5, 6}
+	if _, err := tx.WriteTo(refused, &net.UDPAddr{IP: net.IPv6loopback, Port: dst.Port}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.WriteTo(good, dst); err != nil {
+		t.Fatal(err)
+	}
+	tx.start() // both go in one batch
+	if got := readAll(t, rx, 1); !bytes.Equal(got[0], good) {
+		t.Fatalf("got %x, want %x", got[0], good)
+	}
+	if n := tx.sendFailed.Load(); n != 1 {
+		t.Errorf("sendFailed = %d, want 1", n)
+	}
+}
