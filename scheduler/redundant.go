@@ -101,11 +101,14 @@ const (
 // by Pick: one on each pick, and at least min(copies, 2) on fewer picks,
 // since a second copy on the same path still survives its random loss;
 // then more, until the measured loss of the paths they go on, copy k on
-// picks[k%len(picks)], leaves at most copiesLossTarget. It returns 0
-// with no picks.
+// picks[k%len(picks)], leaves at most copiesLossTarget. A packet of no
+// redundant class (copies < 2) goes once. It returns 0 with no picks.
 func CopiesFor(paths []PathState, picks []int, copies int) int {
-	if len(picks) == 0 {
+	switch {
+	case len(picks) == 0:
 		return 0
+	case copies < 2:
+		return 1
 	}
 	n := max(len(picks), min(copies, DefaultCopies))
 	lost := 1.0

@@ -21,6 +21,7 @@ func TestCopiesFor(t *testing.T) {
 		want   int
 	}{
 		{"no picks", []PathState{losing(0.03)}, nil, 2, 0},
+		{"no redundant class", []PathState{losing(0.03)}, []int{0}, 0, 1},
 		{"two clean paths", []PathState{losing(0), losing(0)}, []int{0, 1}, 2, 2},
 		{"one clean path", []PathState{losing(0)}, []int{0}, 2, 2},
 		{"three picks of three copies", []PathState{losing(0), losing(0), losing(0)}, []int{0, 1, 2}, 3, 3},

@@ -95,13 +95,13 @@ type link struct {
 
 	queue   chan packetRef
 	stopped chan struct{} // closed when run ends: nobody drains queue
+	wake    chan struct{} // ends a wait for room in queue (interrupt)
+	sent    inflight      // data recently sent, to resend if the path dies
+	lost    []uint64      // sequence numbers QUIC lost, owned by the sender
 	// quicAt is when the session last queued data for QUIC on the link,
 	// and quicSince when it began to after a quiet gap (monotime; see
 	// drained). The session's sendMu guards both.
 	quicAt, quicSince int64
-	wake              chan struct{} // ends a wait for room in queue (interrupt)
-	sent              inflight      // data recently sent, to resend if the path dies
-	lost              []uint64      // sequence numbers QUIC lost, owned by the sender
 	// peerDown is set on the concentrator when the client said this path
 	// is down (transport.Paths); the client is the judge of its uplinks.
 	peerDown atomic.Bool
@@ -687,10 +687,10 @@ func (l *link) receiver(ctx context.Context, ep endpoint) error {
 // them: both kinds take the path's one 5-tuple, so the gap need cover only
 // the receiver's extra hand-offs, not the path's RTT (with the RTT as the
 // gap, packets a millisecond apart that followed one sent through QUIC
-// stayed there: 23 of a test's 200, under the race detector). Traffic that keeps QUIC
-// busy for longer than directSwitch goes direct at the next drained moment
-// anyway, at the cost of one reordering, since a steady flow might
-// otherwise never leave QUIC.
+// stayed there: 23 of a test's 200, under the race detector). Traffic
+// that keeps QUIC busy for longer than directSwitch goes direct at the
+// next drained moment anyway, at the cost of one reordering, since a
+// steady flow might otherwise never leave QUIC.
 const (
 	directQuiet  = 500 * time.Microsecond
 	directSwitch = 50 * time.Millisecond

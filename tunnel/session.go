@@ -158,7 +158,8 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 	links := s.look(c)
 	si := schedInfo(p.packet(), info)
 	pk := s.sched.Packet(&si, packet.FlowHash(info, 0))
-	s.fillStates(links, monotime(), pk.Interactive)
+	now := monotime()
+	s.fillStates(links, now, pk.Interactive)
 	s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
 	wait, full := false, len(s.picks) == 0 && anyUp(s.states)
 	if full && (budget == nil || budget.available(monotime()) > 0) {
@@ -192,7 +193,7 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 	s.seq++
 	transport.PutHeader(p.buf.b[headroom-transport.HeaderLen:], transport.KindData, s.seq)
 	best := links[s.picks[0]]
-	one := s.single.Load() && scheduler.OnePath(s.states) && best.direct.Load() && best.drained(monotime())
+	one := s.single.Load() && scheduler.OnePath(s.states) && best.direct.Load() && best.drained(now)
 	if copies := s.sched.Copies(pk); (copies > 1 || one) && s.sendDirect(links, copies, p, !one) {
 		return sent, 0
 	}
@@ -241,7 +242,10 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 		c.DropQueueFull.Add(1)
 		return queueFull, 0
 	}
-	best.noteQUIC(monotime())
+	if wait {
+		now = monotime() // queued after the wait
+	}
+	best.noteQUIC(now)
 	return sent, 0
 }
 
@@ -278,10 +282,7 @@ func (s *session) sendDirect(links []*link, copies int, p packetRef, limited boo
 			return false
 		}
 	}
-	n := 1
-	if copies > 1 {
-		n = scheduler.CopiesFor(s.states, s.picks, copies)
-	}
+	n := scheduler.CopiesFor(s.states, s.picks, copies)
 	d := p.datagram()
 	if limited {
 		if s.direct == nil {
