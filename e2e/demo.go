@@ -1,13 +1,13 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	"github.com/braid-tunnel/braid/e2e/lab"
@@ -53,11 +53,14 @@ func Demo(ctx context.Context, w io.Writer, bin string, opts DemoOptions) error 
 		defer close(done)
 		res, terr = env.Transfer(ctx, 0, opts.Duration, func(n int64) { received.Store(n) })
 	}()
-	watch(ctx, w, env, opts, &received, done)
+	werr := watch(ctx, w, env, opts, &received, done)
 	<-done
 	if terr != nil {
 		fmt.Fprint(os.Stderr, env.Logs())
 		return terr
+	}
+	if werr != nil {
+		return werr
 	}
 	after, _ := env.ClientStatus()
 	kept := after.Session == before.Session && fmt.Sprint(after.Addresses) == fmt.Sprint(before.Addresses)
@@ -71,45 +74,46 @@ func Demo(ctx context.Context, w io.Writer, bin string, opts DemoOptions) error 
 }
 
 // watch prints a line per second, and cuts and restores uplink 1 on time.
-func watch(ctx context.Context, w io.Writer, env *Env, opts DemoOptions, received *atomic.Int64, done <-chan struct{}) {
+// It returns the first error of a cut or restore (the demo went on
+// without it, so its summary does not show what it claims to).
+func watch(ctx context.Context, w io.Writer, env *Env, opts DemoOptions, received *atomic.Int64, done <-chan struct{}) error {
 	start := time.Now()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	cut := time.After(opts.CutAt)
 	restore := time.After(opts.RestoreAt)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tGOODPUT\tPATHS (state, Mbit/s sent this second)\tEVENT")
+	fmt.Fprintln(w, "TIME  GOODPUT       PATHS (state, Mbit/s sent this second), EVENT")
 	var lastBytes int64
 	lastTx := map[string]uint64{}
 	event := ""
+	var failed error
 	for {
 		select {
 		case <-done:
-			tw.Flush()
-			return
+			return failed
 		case <-ctx.Done():
-			tw.Flush()
-			return
+			return failed
 		case <-cut:
 			event = "isp1 cut"
 			if err := env.CutUplink(1, opts.How); err != nil {
 				event = "cut failed: " + err.Error()
+				failed = cmp.Or(failed, fmt.Errorf("cutting uplink 1: %w", err))
 			}
 		case <-restore:
 			event = "isp1 restored"
 			if err := env.RestoreUplink(1, opts.How); err != nil {
 				event = "restore failed: " + err.Error()
+				failed = cmp.Or(failed, fmt.Errorf("restoring uplink 1: %w", err))
 			}
 		case <-tick.C:
 			n := received.Load()
 			st, _ := env.ClientStatus()
 			var paths []string
 			for _, p := range st.Paths {
-				paths = append(paths, fmt.Sprintf("%s %s %5.1f", p.Name, p.State, float64(p.TxBytes-lastTx[p.Name])*8/1e6))
+				paths = append(paths, fmt.Sprintf("%s %-8s %5.1f", p.Name, p.State, float64(p.TxBytes-lastTx[p.Name])*8/1e6))
 				lastTx[p.Name] = p.TxBytes
 			}
-			fmt.Fprintf(tw, "%4.0fs\t%5.1f Mbit/s\t%s\t%s\n", time.Since(start).Seconds(), float64(n-lastBytes)*8/1e6, strings.Join(paths, " | "), event)
-			tw.Flush()
+			fmt.Fprintf(w, "%4.0fs %5.1f Mbit/s  %s  %s\n", time.Since(start).Seconds(), float64(n-lastBytes)*8/1e6, strings.Join(paths, " | "), event)
 			lastBytes, event = n, ""
 		}
 	}
