@@ -490,16 +490,23 @@ func TestSpoofedSourceDropped(t *testing.T) {
 	for _, src := range []netip.Addr{netip.MustParseAddr("100.96.0.77"), own, netip.MustParseAddr("192.168.50.9")} {
 		client.Outbound <- udp4(src, dst, 100, true)
 	}
-	// The two legitimate packets (own address, own LAN prefix) arrive in
-	// order; the spoofed one, sent first, never does.
-	for _, want := range []netip.Addr{own, netip.MustParseAddr("192.168.50.9")} {
+	// The two legitimate packets (own address, own LAN prefix) arrive;
+	// the spoofed one never does. Not necessarily in order: the first
+	// packets of a one-path session may go through QUIC and the rest
+	// direct, and a direct datagram overtakes one that a busy receiver
+	// has not taken out of quic-go yet (link.quiet bounds how often).
+	want := map[netip.Addr]bool{own: true, netip.MustParseAddr("192.168.50.9"): true}
+	for len(want) > 0 {
 		select {
 		case got := <-conc.Inbound:
-			if src := netip.AddrFrom4([4]byte(got[12:16])); src != want {
-				t.Fatalf("concentrator TUN got a packet from %v, want %v", src, want)
+			src := netip.AddrFrom4([4]byte(got[12:16]))
+			if !want[src] {
+				t.Fatalf("concentrator TUN got a packet from %v, want one from %v; the client's counters %v; the concentrator's %v",
+					src, want, h.client.Status().Counters, h.conc.Status().Counters)
 			}
+			delete(want, src)
 		case <-time.After(10 * time.Second):
-			t.Fatal("legitimate packet did not arrive")
+			t.Fatalf("no packet from %v arrived", want)
 		}
 	}
 	if n := h.conc.Status().Counters["drop_spoofed"]; n != 1 {
