@@ -59,14 +59,14 @@ func Demo(ctx context.Context, w io.Writer, bin string, opts DemoOptions) error 
 		fmt.Fprint(os.Stderr, env.Logs())
 		return terr
 	}
-	if werr != nil {
-		return werr
-	}
 	after, _ := env.ClientStatus()
 	kept := after.Session == before.Session && fmt.Sprint(after.Addresses) == fmt.Sprint(before.Addresses)
 	fmt.Fprintf(w, "\nsummary: %s\n", res)
 	fmt.Fprintf(w, "  goodput %.1f Mbit/s, longest stall %v, data intact: %s, session kept: %s\n",
 		res.Goodput()/1e6, res.LongestStall.Round(time.Millisecond), yesNo(res.Intact), yesNo(kept))
+	if werr != nil {
+		return werr
+	}
 	if !res.Intact || !kept {
 		return fmt.Errorf("demo failed: intact %v, session kept %v", res.Intact, kept)
 	}
