@@ -160,21 +160,24 @@ func TestAskBeforeResend(t *testing.T) {
 		name   string
 		states []PathState
 		bytes  int
+		here   bool // failed here
 		want   bool
 	}{
-		{"a round trip of 50 Mbit/s over 10 Mbit/s", []PathState{dead, fourG}, 375_000, true},       // 300 ms > 2 x 60 ms
-		{"a few packets over 10 Mbit/s", []PathState{dead, fourG}, 100_000, false},                  // 80 ms < 2 x 60 ms
-		{"far survivor: resend", []PathState{dead, slowFar}, 400_000, false},                        // 160 ms < 2 x 120 ms
-		{"far survivor, more bytes: ask", []PathState{dead, slowFar}, 700_000, true},                // 280 ms > 2 x 120 ms
-		{"two survivors carry it sooner", []PathState{dead, fourG, fourG, slowFar}, 600_000, false}, // 120 ms, not above 2 x 60 ms
-		{"only metered survivors: ask", []PathState{dead, metered}, 10_000, true},
-		{"metered survivor beside an unmetered one", []PathState{dead, metered, fourG}, 30_000, false},
-		{"rate unknown: resend", []PathState{dead, unknown}, 375_000, false},
-		{"no survivor", []PathState{dead}, 375_000, false},
+		{"a round trip of 50 Mbit/s over 10 Mbit/s", []PathState{dead, fourG}, 375_000, false, true},       // 300 ms > 2 x 60 ms
+		{"a few packets over 10 Mbit/s", []PathState{dead, fourG}, 100_000, false, false},                  // 80 ms < 2 x 60 ms
+		{"far survivor: resend", []PathState{dead, slowFar}, 400_000, false, false},                        // 160 ms < 2 x 120 ms
+		{"far survivor, more bytes: ask", []PathState{dead, slowFar}, 700_000, false, true},                // 280 ms > 2 x 120 ms
+		{"two survivors carry it sooner", []PathState{dead, fourG, fourG, slowFar}, 600_000, false, false}, // 120 ms, not above 2 x 60 ms
+		{"only metered survivors: ask", []PathState{dead, metered}, 10_000, false, true},
+		{"metered survivor beside an unmetered one", []PathState{dead, metered, fourG}, 30_000, false, false},
+		{"rate unknown: resend", []PathState{dead, unknown}, 375_000, false, false},
+		{"no survivor", []PathState{dead}, 375_000, false, false},
+		{"failed here: ask", []PathState{dead, slowFar}, 10_000, true, true},
+		{"failed here, no survivor", []PathState{dead}, 10_000, true, false},
 	}
 	for _, tt := range tests {
-		if got := AskBeforeResend(tt.states, tt.bytes); got != tt.want {
-			t.Errorf("%s: AskBeforeResend(%d bytes) = %v, want %v", tt.name, tt.bytes, got, tt.want)
+		if got := AskBeforeResend(tt.states, tt.bytes, tt.here); got != tt.want {
+			t.Errorf("%s: AskBeforeResend(%d bytes, failed here %v) = %v, want %v", tt.name, tt.bytes, tt.here, got, tt.want)
 		}
 	}
 }

@@ -169,7 +169,7 @@ func (p *Path) Send(b []byte) error {
 // 32), for the congestion window or the pacer: a full one makes Send
 // block. -1 if that is not known (no loss tracker).
 func (p *Path) Backlog() int {
-	if p.loss == nil {
+	if p == nil || p.loss == nil {
 		return -1
 	}
 	return p.loss.backlog()

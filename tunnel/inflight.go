@@ -22,6 +22,14 @@ type inflight struct {
 	ring []sentPacket // nil while empty
 	head int
 	n    int
+	// pending is the packet the link's sender is handing to QUIC (hand).
+	// Send blocks while quic-go's queue is full, which on a path that just
+	// went down lasts until QUIC's probe timeout (70-100 ms, measured in
+	// the failover report, every cut), so take resends a copy of it.
+	pending packetRef
+	// taken is set by take and cleared by reopen: the path went down and
+	// its session resent what it had in flight; nothing more is kept.
+	taken bool
 }
 
 type sentPacket struct {
@@ -30,11 +38,37 @@ type sentPacket struct {
 	resent bool      // sent again after QUIC lost it once (not again)
 }
 
-// add keeps p, sent at now, dropping what was sent before keepSince.
-// resent says p is itself the resend of a datagram QUIC lost.
-func (f *inflight) add(p packetRef, now, keepSince int64, resent bool) {
+// hand notes p as being handed to QUIC, until add or unhand, and reports
+// whether it may be: not after take, until reopen (the path is down and
+// the caller resends p elsewhere).
+func (f *inflight) hand(p packetRef) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.taken {
+		return false
+	}
+	f.pending = p
+	return true
+}
+
+// unhand forgets the packet being handed over: QUIC refused it.
+func (f *inflight) unhand() {
+	f.mu.Lock()
+	f.pending = packetRef{}
+	f.mu.Unlock()
+}
+
+// add keeps p, the packet handed over (hand), sent at now, dropping what
+// was sent before keepSince, and reports whether it did: not if take came
+// first, which resent a copy of p (the caller frees p). resent says p is
+// itself the resend of a datagram QUIC lost.
+func (f *inflight) add(p packetRef, now, keepSince int64, resent bool) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending = packetRef{}
+	if f.taken {
+		return false
+	}
 	if f.ring == nil {
 		f.ring = make([]sentPacket, inflightLen)
 	}
@@ -44,6 +78,14 @@ func (f *inflight) add(p packetRef, now, keepSince int64, resent bool) {
 	}
 	f.ring[(f.head+f.n)%len(f.ring)] = sentPacket{ref: p, at: now, resent: resent}
 	f.n++
+	return true
+}
+
+// reopen has add keep packets again: the path is back up.
+func (f *inflight) reopen() {
+	f.mu.Lock()
+	f.taken = false
+	f.mu.Unlock()
 }
 
 // trim drops what was sent before keepSince, and the ring once it is
@@ -73,9 +115,10 @@ func (f *inflight) popLocked() {
 	f.n--
 }
 
-// take appends to dst, oldest first, the packets sent at or after since,
-// frees the rest, and empties the ring. It also returns how many of those
-// it appended were sent before split. The caller owns what it gets.
+// take appends to dst, oldest first, the packets sent at or after since
+// and a copy of the one being handed over, frees the rest, and keeps
+// nothing more until reopen. It also returns how many of those it
+// appended were sent before split. The caller owns what it gets.
 func (f *inflight) take(dst []packetRef, since, split int64) ([]packetRef, int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -93,7 +136,27 @@ func (f *inflight) take(dst []packetRef, since, split int64) ([]packetRef, int) 
 		f.n--
 	}
 	f.ring = nil
+	if p := f.pending; p.buf != nil {
+		c := packetRef{buf: getBuffer(p.n), n: p.n}
+		copy(c.datagram(), p.datagram())
+		dst = append(dst, c)
+		f.pending = packetRef{}
+	}
+	f.taken = true
 	return dst, before
+}
+
+// handedSince returns when the oldest of the k packets added last was
+// added (handed to QUIC); ok is false when k is not positive or nothing
+// is kept. Fewer than k kept: the oldest kept.
+func (f *inflight) handedSince(k int) (at int64, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if k <= 0 || f.n == 0 {
+		return 0, false
+	}
+	k = min(k, f.n)
+	return f.ring[(f.head+f.n-k)%len(f.ring)].at, true
 }
 
 // remove takes out the packet with sequence number seq, if it was sent at

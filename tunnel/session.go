@@ -330,6 +330,9 @@ func (s *session) look(c *Counters) []*link {
 		if l.wasUp && !up {
 			died = append(died, l)
 		}
+		if !l.wasUp && up {
+			l.sent.reopen()
+		}
 		changed = changed || l.wasUp != up
 		l.wasUp = up
 	}
@@ -355,19 +358,25 @@ func (s *session) look(c *Counters) []*link {
 // their sequence numbers, so the peer drops the ones that did arrive.
 //
 // What was sent after dead was last heard from is lost whatever failed,
-// and goes at once, oldest first, then what is still queued. What was
-// sent in the round trip before that was lost only if the failure was
-// far from us, or to congestion QUIC had no time to declare: mostly it
-// arrived. Where carrying it would take the surviving paths longer than
-// two of their round trips (a round trip of a fast path over a slow one),
-// or cost a metered path's plan, the client holds it back (limbo) until the
-// concentrator, told of the dead path, answers which of it it lacks
-// (resendMissing). Otherwise, and on the concentrator, whom nobody
-// answers, that part is resent last.
+// as is, where it failed here, what QUIC had not written by then (see
+// link.wentAt): that goes at once, oldest first, then what is still
+// queued. What was sent in the round trip before that was lost only if
+// the failure was far from us, or to congestion QUIC had no time to
+// declare: mostly it arrived. Where the path failed here, or carrying it
+// would take the surviving paths longer than two of their round trips (a
+// round trip of a fast path over a slow one), or cost a metered path's
+// plan, the client holds it back (limbo) until the concentrator, told of
+// the dead path, answers which of it it lacks (resendMissing; see
+// scheduler.AskBeforeResend). Otherwise, and on the concentrator, whom
+// nobody answers, that part is resent last.
 func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 	last := dead.heard()
+	split := last
+	if dead.failedHere() {
+		split = min(split, dead.wentAt(now))
+	}
 	var early int
-	s.resent, early = dead.sent.take(s.resent[:0], last-dead.rtt.Load(), last)
+	s.resent, early = dead.sent.take(s.resent[:0], min(last-dead.rtt.Load(), split), split)
 	// And what is still queued for it: a silent path's sender is stuck
 	// in QUIC's full send queue and will not get to them in time.
 	for len(dead.queue) > 0 {
@@ -377,7 +386,7 @@ func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 		default:
 		}
 	}
-	if s.announce != nil && early > 0 && s.askFirst(links, now, s.resent[:early]) {
+	if s.announce != nil && early > 0 && s.askFirst(links, now, s.resent[:early], dead.failedHere()) {
 		s.limbo = append(s.limbo, s.resent[:early]...)
 		s.limboUntil = now + int64(limboWait)
 		n := copy(s.resent, s.resent[early:])
@@ -392,13 +401,13 @@ func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 // askFirst says whether to hold back pkts and ask which of them the
 // concentrator lacks, rather than resend them at once (see
 // scheduler.AskBeforeResend).
-func (s *session) askFirst(links []*link, now int64, pkts []packetRef) bool {
+func (s *session) askFirst(links []*link, now int64, pkts []packetRef, failedHere bool) bool {
 	bytes := 0
 	for _, p := range pkts {
 		bytes += p.n
 	}
 	s.fillStates(links, now, false)
-	return scheduler.AskBeforeResend(s.states, bytes)
+	return scheduler.AskBeforeResend(s.states, bytes, failedHere)
 }
 
 // limboWait bounds how long the client holds what a dead path may have
@@ -457,6 +466,8 @@ func (s *session) requeue(links []*link, pkts []packetRef, now int64, c *Counter
 			c.Resent.Add(1)
 		case woken:
 			putBuffer(p.buf) // its new path went down too
+		default:
+			c.ResendNoRoom.Add(1) // enqueueWait freed it
 		}
 	}
 }

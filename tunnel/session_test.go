@@ -1,7 +1,10 @@
 package tunnel
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"math"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -382,6 +385,120 @@ func TestResendAsksFirst(t *testing.T) {
 	if n := c.ResendExpired.Load(); n != 2 || len(s.limbo) != 0 {
 		t.Errorf("after limboWait: %d expired, %d still held; want 2, 0", n, len(s.limbo))
 	}
+}
+
+// TestResendAfterCarrierLoss: when an uplink's interface loses carrier,
+// what its path handed to QUIC just before it was last heard from (still
+// in quic-go's queue, or written after the carrier went) is resent at
+// once, and what it sent well before is held back for the concentrator's
+// word (it left before the carrier went). A path that went silent is
+// judged by when it was last heard from alone: what it sent in the
+// round trip before, a few packets the survivor carries at once, goes
+// again at once, oldest first.
+func TestResendAfterCarrierLoss(t *testing.T) {
+	for _, carrierLost := range []bool{false, true} {
+		t.Run(fmt.Sprintf("carrier lost %v", carrierLost), func(t *testing.T) {
+			s, err := newSession(1, scheduler.Failover, 0, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, b := testLink("a", 0), testLink("b", 1)
+			s.addLink(a)
+			s.addLink(b)
+			var c Counters
+			for range 4 {
+				if res := sendOne(t, s, &c); res != sent {
+					t.Fatalf("send = %v", res)
+				}
+			}
+			now := monotime()
+			heard := now - int64(time.Millisecond)
+			for i := range 4 {
+				at := heard - int64(localLag)/2 // handed over just before the last answer
+				if i < 2 {
+					at = heard - 5*int64(localLag) // long enough before to have left
+				}
+				a.sent.add(<-a.queue, at, at-int64(time.Hour), false)
+			}
+			a.lastRecv.Store(heard)
+			a.rtt.Store(int64(time.Second))
+			var carrier atomic.Bool
+			carrier.Store(carrierLost)
+			a.carrierDown = &carrier
+			a.dead.Store(!carrierLost)
+			s.announce = make(chan struct{}, 1) // a client's
+			links := *s.links.Load()
+			s.sendMu.Lock()
+			s.resend(links, a, now, &c)
+			s.sendMu.Unlock()
+			var atOnce []uint64
+			for len(b.queue) > 0 {
+				atOnce = append(atOnce, (<-b.queue).seq())
+			}
+			want, held := []uint64{1, 2, 3, 4}, 0
+			if carrierLost {
+				want, held = []uint64{3, 4}, 2
+			}
+			if !slices.Equal(atOnce, want) || len(s.limbo) != held {
+				t.Errorf("resent at once %v and held back %d, want %v and %d", atOnce, len(s.limbo), want, held)
+			}
+			s.limbo = freeAll(s.limbo)
+		})
+	}
+}
+
+// TestHandedOverWhenPathDiesResent: the datagram the link's sender is
+// handing to QUIC when the path goes down (Send blocks on quic-go's full
+// queue until QUIC's probe timeout, 70-100 ms later) is resent at once
+// with what the path had in flight, as a copy, and not kept when Send
+// returns; one the sender picks up after that is resent instead of sent.
+// Once the path is back up, what it sends is kept again.
+func TestHandedOverWhenPathDiesResent(t *testing.T) {
+	s, a, b := twoLinks(t)
+	s.addLink(a)
+	s.addLink(b)
+	var c Counters
+	a.counters = &c
+	for range 2 {
+		if res := sendOne(t, s, &c); res != sent { // to a
+			t.Fatalf("send = %v", res)
+		}
+	}
+	p, q := <-a.queue, <-a.queue
+	if !a.sent.hand(p) {
+		t.Fatal("hand refused on a live path")
+	}
+	a.dead.Store(true)
+	s.failover(&c)
+	if len(b.queue) != 1 {
+		t.Fatalf("%d resent at once, want 1: the packet being handed over", len(b.queue))
+	}
+	cp := <-b.queue
+	if cp.buf == p.buf || !bytes.Equal(cp.datagram(), p.datagram()) {
+		t.Error("resent the sender's own buffer, or not a copy of it")
+	}
+	putBuffer(cp.buf)
+	if a.sent.add(p, monotime(), 0, false) {
+		t.Error("kept a packet handed over after its copy was resent")
+	}
+	putBuffer(p.buf)
+	if a.sent.hand(q) {
+		t.Fatal("hand accepted on a path whose in-flight datagrams were resent")
+	}
+	a.resendLate(q)
+	if len(b.queue) != 1 || (<-b.queue).seq() != q.seq() {
+		t.Fatal("a packet picked up after the failover not resent on the surviving path")
+	}
+	a.dead.Store(false)
+	s.failover(&c)
+	if res := sendOne(t, s, &c); res != sent { // to a again
+		t.Fatalf("send = %v", res)
+	}
+	r := <-a.queue
+	if !a.sent.hand(r) || !a.sent.add(r, monotime(), 0, false) {
+		t.Error("the path, back up, does not keep what it sends")
+	}
+	a.sent.trim(math.MaxInt64)
 }
 
 // TestPeerDownFollowsClient: the concentrator takes out exactly the paths

@@ -286,6 +286,7 @@ func (c *Client) closeCurrent(r *uplinkRun, only *link, why string, redial bool)
 	if l == nil {
 		return
 	}
+	l.closedHere.Store(true)
 	l.dead.Store(true)
 	c.sess.failover(&c.counters)
 	l.path.Close(why)
