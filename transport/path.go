@@ -165,11 +165,16 @@ func (p *Path) Send(b []byte) error {
 	return err
 }
 
+// QUICSendQueue is the length of quic-go's datagram send queue
+// (maxDatagramSendQueueLen, v0.65): a datagram Send hands over leaves
+// after at most that many handed over before it.
+const QUICSendQueue = 32
+
 // Backlog returns how many datagrams wait in quic-go's send queue (of
-// 32), for the congestion window or the pacer: a full one makes Send
-// block. -1 if that is not known (no loss tracker).
+// QUICSendQueue), for the congestion window or the pacer: a full one
+// makes Send block. -1 if that is not known (no loss tracker).
 func (p *Path) Backlog() int {
-	if p == nil || p.loss == nil {
+	if p.loss == nil {
 		return -1
 	}
 	return p.loss.backlog()

@@ -118,8 +118,10 @@ func (f *inflight) popLocked() {
 // take appends to dst, oldest first, the packets sent at or after since
 // and a copy of the one being handed over, frees the rest, and keeps
 // nothing more until reopen. It also returns how many of those it
-// appended were sent before split. The caller owns what it gets.
-func (f *inflight) take(dst []packetRef, since, split int64) ([]packetRef, int) {
+// appended were sent before split but for the last queued of those: the
+// datagrams still in quic-go's queue at split (see session.resend). The
+// caller owns what it gets.
+func (f *inflight) take(dst []packetRef, since, split int64, queued int) ([]packetRef, int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.trimLocked(since)
@@ -143,20 +145,7 @@ func (f *inflight) take(dst []packetRef, since, split int64) ([]packetRef, int) 
 		f.pending = packetRef{}
 	}
 	f.taken = true
-	return dst, before
-}
-
-// handedSince returns when the oldest of the k packets added last was
-// added (handed to QUIC); ok is false when k is not positive or nothing
-// is kept. Fewer than k kept: the oldest kept.
-func (f *inflight) handedSince(k int) (at int64, ok bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if k <= 0 || f.n == 0 {
-		return 0, false
-	}
-	k = min(k, f.n)
-	return f.ring[(f.head+f.n-k)%len(f.ring)].at, true
+	return dst, max(before-queued, 0)
 }
 
 // remove takes out the packet with sequence number seq, if it was sent at

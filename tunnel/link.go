@@ -243,7 +243,9 @@ func (l *link) alive(now int64) bool {
 
 // failedHere says the path went down on this host's side: its interface
 // lost carrier, or the path was closed here. What it wrote before that
-// left the host; what QUIC still held then was lost (see wentAt).
+// left the host, and arrived unless lost on the way, whereas a path that
+// went silent may have failed anywhere, any time since it was last
+// heard from.
 func (l *link) failedHere() bool {
 	return l.carrierDown != nil && l.carrierDown.Load() || l.closedHere.Load()
 }
@@ -251,27 +253,8 @@ func (l *link) failedHere() bool {
 // localLag is how long, at most, a path that failed here may have gone on
 // writing into a dead interface before the session heard of it: the
 // kernel's netlink event reaches the uplink watcher within a millisecond
-// (measured: 0.1 ms), more on a loaded host. What QUIC wrote meanwhile was
-// handed to it up to that much earlier.
+// (measured: 0.1 ms), more on a loaded host.
 const localLag = 5 * time.Millisecond
-
-// wentAt is, for a path that failed here (failedHere) and whose failure
-// the session sees at now, the earliest time a datagram it lost can have
-// been handed to QUIC: the datagrams quic-go still held (Backlog: the
-// newest the link handed over) never left, nor did those QUIC wrote
-// after the interface went, up to localLag before. Measured before this
-// bound, in the failover report: the packets QUIC wrote in the 0.1 ms
-// between the carrier's loss and its event had been handed over before
-// the path was last heard from, so the client held them back as probably
-// delivered and resent them only on the concentrator's word, 220 ms
-// after the cut.
-func (l *link) wentAt(now int64) int64 {
-	at := now
-	if h, ok := l.sent.handedSince(l.path.Backlog()); ok {
-		at = min(at, h)
-	}
-	return at - int64(localLag)
-}
 
 // heard is when the path last proved to work: the last datagram from the
 // peer, or the peer's acknowledging a packet it had not acknowledged yet.

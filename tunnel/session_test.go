@@ -192,8 +192,9 @@ func TestInflightKeepsRecentAndBounded(t *testing.T) {
 	if f.n != inflightLen {
 		t.Fatalf("holds %d, want the bound %d", f.n, inflightLen)
 	}
-	// Keep only what was sent at or after 1000; count what was sent before 1005.
-	got, before := f.take(nil, 1000, 1005)
+	// Keep only what was sent at or after 1000; count what was sent before
+	// 1010 but for the 5 sent last before it (still in quic-go's queue).
+	got, before := f.take(nil, 1000, 1010, 5)
 	if len(got) != inflightLen+10-1000 || got[0].n != 100+1000 || got[len(got)-1].n != 100+inflightLen+9 {
 		t.Fatalf("take returned %d packets from n=%d: want the %d newest, oldest first", len(got), got[0].n, inflightLen+10-1000)
 	}
@@ -203,7 +204,13 @@ func TestInflightKeepsRecentAndBounded(t *testing.T) {
 	if f.n != 0 || f.ring != nil {
 		t.Errorf("after take: %d kept, ring allocated %v", f.n, f.ring != nil)
 	}
-	f.add(packetRef{buf: getBuffer(100), n: 1}, 5, 0, false)
+	if f.add(packetRef{buf: getBuffer(100), n: 1}, 5, 0, false) {
+		t.Error("kept a packet after take")
+	}
+	f.reopen()
+	if !f.add(packetRef{buf: getBuffer(100), n: 1}, 5, 0, false) || f.n != 1 {
+		t.Error("not kept after reopen")
+	}
 	f.trim(6)
 	if f.n != 0 || f.ring != nil {
 		t.Errorf("after trim: %d kept, ring allocated %v: an idle link must hold no buffers", f.n, f.ring != nil)
@@ -240,13 +247,13 @@ func TestInflightRemove(t *testing.T) {
 	if _, ok := f.remove(42, 0); ok {
 		t.Error("seq 42, never sent, removed")
 	}
-	got, _ := f.take(nil, 0, 0)
-	var seqs []uint64
+	got, _ := f.take(nil, 0, 0, 0)
+	var taken []uint64
 	for _, p := range got {
-		seqs = append(seqs, p.seq())
+		taken = append(taken, p.seq())
 	}
-	if want := []uint64{1, 2, 3, 4, 6, 7, 8, 9, 10}; !slices.Equal(seqs, want) {
-		t.Errorf("take after remove = %v, want %v", seqs, want)
+	if want := []uint64{1, 2, 3, 4, 6, 7, 8, 9, 10}; !slices.Equal(taken, want) {
+		t.Errorf("take after remove = %v, want %v", taken, want)
 	}
 }
 
@@ -263,29 +270,43 @@ func TestRotateLeft(t *testing.T) {
 	}
 }
 
-// killInFlight sends six packets through s, all queued on a, has a's
-// sender send five of them (1 and 2 before it last heard from the peer, 3
-// to 5 after; 6 is still queued), all within its last round trip, and
-// declares a dead.
+// killInFlight sends inFlight packets through s, all queued on a, has
+// a's sender send all but the last (1 and 2, then the quic-go queue's
+// worth, 3 to inFlight-4, before it last heard from the peer, the next
+// three after; the last is still queued), all within its last round trip,
+// and declares a dead. 1 and 2 are the only ones that left before it was
+// last heard from: the others were still in quic-go's queue then.
 func killInFlight(t *testing.T, s *session, a *link, c *Counters) {
 	t.Helper()
-	for range 6 {
+	for range inFlight {
 		if res := sendOne(t, s, c); res != sent {
 			t.Fatalf("send = %v", res)
 		}
 	}
 	t0 := monotime()
-	for seq := range 5 {
+	for i := range inFlight - 1 {
 		p := <-a.queue
-		at := t0 + 2
-		if seq < 2 {
-			at = t0
+		at := t0
+		if i >= inFlight-4 {
+			at = t0 + 2
 		}
 		a.sent.add(p, at, 0, false)
 	}
 	a.lastRecv.Store(t0 + 1)
 	a.rtt.Store(int64(time.Second))
 	a.dead.Store(true)
+}
+
+// inFlight is how many packets killInFlight sends.
+const inFlight = 2 + transport.QUICSendQueue + 4
+
+// seqs returns the sequence numbers from to to, and then more.
+func seqs(from, to uint64, more ...uint64) []uint64 {
+	var s []uint64
+	for q := from; q <= to; q++ {
+		s = append(s, q)
+	}
+	return append(s, more...)
 }
 
 // twoLinks returns a failover session and two links for it, a (priority
@@ -312,19 +333,47 @@ func TestResendOnPathDown(t *testing.T) {
 	var c Counters
 	killInFlight(t, s, a, &c)
 	s.failover(&c)
-	if n := c.Resent.Load(); n != 6 {
-		t.Fatalf("resent = %d, want 6", n)
+	if n := c.Resent.Load(); n != inFlight {
+		t.Fatalf("resent = %d, want %d", n, inFlight)
 	}
 	var order []uint64
-	for range 6 {
+	for range inFlight {
 		order = append(order, (<-b.queue).seq())
 	}
-	if want := []uint64{3, 4, 5, 6, 1, 2}; !slices.Equal(order, want) {
+	if want := seqs(3, inFlight, 1, 2); !slices.Equal(order, want) {
 		t.Errorf("resent in the order %v, want %v", order, want)
 	}
 	s.failover(&c)
-	if n := c.Resent.Load(); n != 6 {
-		t.Errorf("resent = %d after a second look, want 6: once only", n)
+	if n := c.Resent.Load(); n != inFlight {
+		t.Errorf("resent = %d after a second look, want %d: once only", n, inFlight)
+	}
+}
+
+// TestResendsGoFirst: the resends go in front of what the surviving path
+// had queued (newer data, which the inner flows need after the holes the
+// resends fill), and that follows in its order.
+func TestResendsGoFirst(t *testing.T) {
+	s, a, b := twoLinks(t)
+	s.addLink(a)
+	s.addLink(b)
+	var c Counters
+	for range 2 {
+		if res := sendOne(t, s, &c); res != sent {
+			t.Fatalf("send = %v", res)
+		}
+		b.queue <- <-a.queue // as if queued on b
+	}
+	killInFlight(t, s, a, &c) // 3 to inFlight+2
+	s.failover(&c)
+	var order []uint64
+	for len(b.queue) > 0 {
+		order = append(order, (<-b.queue).seq())
+	}
+	if want := seqs(5, inFlight+2, 3, 4, 1, 2); !slices.Equal(order, want) {
+		t.Errorf("surviving path's queue %v, want %v", order, want)
+	}
+	if n := c.Resent.Load(); n != inFlight {
+		t.Errorf("resent = %d, want %d", n, inFlight)
 	}
 }
 
@@ -359,13 +408,13 @@ func TestResendAsksFirst(t *testing.T) {
 		}
 		return seqs
 	}
-	if got, want := queued(), []uint64{3, 4, 5, 6}; !slices.Equal(got, want) {
+	if got, want := queued(), seqs(3, inFlight); !slices.Equal(got, want) {
 		t.Fatalf("resent at once %v, want %v", got, want)
 	}
 	if len(s.limbo) != 2 {
 		t.Fatalf("holds %d back, want 2", len(s.limbo))
 	}
-	s.resendMissing(&transport.Missing{Highest: 6, From: 1, Gaps: [][2]uint64{{2, 2}}}, &c)
+	s.resendMissing(&transport.Missing{Highest: inFlight, From: 1, Gaps: [][2]uint64{{2, 2}}}, &c)
 	if got, want := queued(), []uint64{2}; !slices.Equal(got, want) {
 		t.Errorf("resent on the answer %v, want %v", got, want)
 	}
@@ -388,14 +437,15 @@ func TestResendAsksFirst(t *testing.T) {
 }
 
 // TestResendAfterCarrierLoss: when an uplink's interface loses carrier,
-// what its path handed to QUIC just before it was last heard from (still
-// in quic-go's queue, or written after the carrier went) is resent at
-// once, and what it sent well before is held back for the concentrator's
-// word (it left before the carrier went). A path that went silent is
-// judged by when it was last heard from alone: what it sent in the
-// round trip before, a few packets the survivor carries at once, goes
-// again at once, oldest first.
+// what its path handed to QUIC from localLag before the session heard of
+// it (and the quic-go queue's worth before that) is resent at once, and
+// what it sent before that is held back for the concentrator's word: it
+// left before the carrier went, and mostly arrived. A path that went
+// silent is judged by when it was last heard from alone: what it sent
+// in the round trip before that, a few packets the survivor carries at
+// once, goes again at once, last.
 func TestResendAfterCarrierLoss(t *testing.T) {
+	const n = 2 + transport.QUICSendQueue + 2
 	for _, carrierLost := range []bool{false, true} {
 		t.Run(fmt.Sprintf("carrier lost %v", carrierLost), func(t *testing.T) {
 			s, err := newSession(1, scheduler.Failover, 0, nil)
@@ -406,17 +456,22 @@ func TestResendAfterCarrierLoss(t *testing.T) {
 			s.addLink(a)
 			s.addLink(b)
 			var c Counters
-			for range 4 {
+			for range n {
 				if res := sendOne(t, s, &c); res != sent {
 					t.Fatalf("send = %v", res)
 				}
 			}
 			now := monotime()
 			heard := now - int64(time.Millisecond)
-			for i := range 4 {
-				at := heard - int64(localLag)/2 // handed over just before the last answer
-				if i < 2 {
-					at = heard - 5*int64(localLag) // long enough before to have left
+			for i := range n {
+				var at int64
+				switch {
+				case i < 2:
+					at = heard - 10*int64(localLag) // long before
+				case i < n-2:
+					at = heard - 4*int64(localLag) // in quic-go's queue at the failure
+				default:
+					at = heard - int64(localLag)/2 // just before the last answer, after the failure
 				}
 				a.sent.add(<-a.queue, at, at-int64(time.Hour), false)
 			}
@@ -435,9 +490,9 @@ func TestResendAfterCarrierLoss(t *testing.T) {
 			for len(b.queue) > 0 {
 				atOnce = append(atOnce, (<-b.queue).seq())
 			}
-			want, held := []uint64{1, 2, 3, 4}, 0
+			want, held := seqs(5, n, 1, 2, 3, 4), 0
 			if carrierLost {
-				want, held = []uint64{3, 4}, 2
+				want, held = seqs(3, n), 2
 			}
 			if !slices.Equal(atOnce, want) || len(s.limbo) != held {
 				t.Errorf("resent at once %v and held back %d, want %v and %d", atOnce, len(s.limbo), want, held)
