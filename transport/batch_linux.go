@@ -451,15 +451,22 @@ func (c *batchConn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 			r.n, r.i, r.off = n, 0, 0
 			r.seg = groSize(&r.msgs[0])
 		}
+		// Direct datagrams are taken out up to the first QUIC packet ms
+		// has no room for, not left for the next read: quic-go makes it
+		// after handing these packets on, and the gate may hold it.
 		k := 0
-		for k < len(ms) && r.i < r.n {
+		for r.i < r.n {
 			m := &r.msgs[r.i]
 			size := m.N - r.off
 			if r.seg > 0 {
 				size = min(size, r.seg)
 			}
 			b := m.Buffers[0][r.off : r.off+size]
-			if id, direct := DirectID(b); direct {
+			id, direct := DirectID(b)
+			if !direct && k == len(ms) {
+				break
+			}
+			if direct {
 				c.divert(b, id)
 			} else {
 				d := &ms[k]
