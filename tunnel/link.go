@@ -488,9 +488,10 @@ func (l *link) sender(ctx context.Context) error {
 
 // sendData sends p; resent says it is the resend of a datagram QUIC lost.
 func (l *link) sendData(p packetRef, resent bool) error {
-	if !l.sent.hand(p) {
-		l.resendLate(p) // the path went down since p was queued for it
-		return nil
+	for !l.sent.hand(p) { // the path went down since p was queued for it
+		if l.resendLate(p) {
+			return nil
+		}
 	}
 	err := l.path.Send(p.datagram())
 	n := p.n
@@ -526,17 +527,24 @@ func (l *link) sendData(p packetRef, resent bool) error {
 
 // resendLate sends p, which was queued for the link before it went down,
 // on the path its session picks now, as it did what the link had in
-// flight (session.resend).
-func (l *link) resendLate(p packetRef) {
+// flight (session.resend), and reports whether it did: not if the link is
+// back up (the session's look found it so, and has it keep what it sends
+// again), when the caller sends p itself.
+func (l *link) resendLate(p packetRef) bool {
 	s := l.sess.Load()
 	if s == nil {
 		putBuffer(p.buf)
-		return
+		return true
 	}
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
+	links := s.look(l.counters)
+	if l.wasUp {
+		return false
+	}
 	s.resent = append(s.resent[:0], p)
-	s.requeue(*s.links.Load(), s.resent, monotime(), l.counters)
+	s.requeue(links, s.resent, monotime(), l.counters)
+	return true
 }
 
 // QUIC's congestion controller (quic-go's, NewReno in v0.65) leaves slow

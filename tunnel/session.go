@@ -438,7 +438,7 @@ func (s *session) resendMissing(m *transport.Missing, c *Counters) {
 	}
 	clear(s.limbo)
 	s.limbo = s.limbo[:0]
-	s.requeue(*s.links.Load(), s.resent, monotime(), c)
+	s.requeue(s.look(c), s.resent, monotime(), c) // look: a path back up takes its share again
 }
 
 // requeue queues pkts, which it owns, on the paths the scheduler picks
@@ -496,14 +496,19 @@ func (s *session) queueOn(links []*link, pkts []packetRef, now int64, resends bo
 			c.DropQueueFull.Add(1)
 		}
 	}
+	// One wait for each path, as the TUN reader would have had, and
+	// none once a packet found no room (a stuck or dead path would
+	// otherwise hold sendMu a wait per packet).
 	for _, h := range held {
+		until := monotime() + int64(h.l.queueWait())
 		for _, p := range h.pkts {
-			queued, woken := h.l.enqueueWait(p, s.timer, h.l.queueWait())
+			queued, woken := h.l.enqueueWait(p, s.timer, time.Duration(until-monotime()))
 			if woken {
 				putBuffer(p.buf)
 			}
 			if !queued {
 				c.DropQueueFull.Add(1)
+				until = 0
 			}
 		}
 	}

@@ -448,11 +448,7 @@ func TestResendAfterCarrierLoss(t *testing.T) {
 	const n = 2 + transport.QUICSendQueue + 2
 	for _, carrierLost := range []bool{false, true} {
 		t.Run(fmt.Sprintf("carrier lost %v", carrierLost), func(t *testing.T) {
-			s, err := newSession(1, scheduler.Failover, 0, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			a, b := testLink("a", 0), testLink("b", 1)
+			s, a, b := twoLinks(t)
 			s.addLink(a)
 			s.addLink(b)
 			var c Counters
@@ -540,16 +536,15 @@ func TestHandedOverWhenPathDiesResent(t *testing.T) {
 	if a.sent.hand(q) {
 		t.Fatal("hand accepted on a path whose in-flight datagrams were resent")
 	}
-	a.resendLate(q)
-	if len(b.queue) != 1 || (<-b.queue).seq() != q.seq() {
+	if !a.resendLate(q) || len(b.queue) != 1 || (<-b.queue).seq() != q.seq() {
 		t.Fatal("a packet picked up after the failover not resent on the surviving path")
 	}
+	// Back up, before the session looked: the sender sends it itself.
 	a.dead.Store(false)
-	s.failover(&c)
-	if res := sendOne(t, s, &c); res != sent { // to a again
-		t.Fatalf("send = %v", res)
+	r := filler()
+	if a.resendLate(r) {
+		t.Fatal("resent elsewhere a packet of a path back up")
 	}
-	r := <-a.queue
 	if !a.sent.hand(r) || !a.sent.add(r, monotime(), 0, false) {
 		t.Error("the path, back up, does not keep what it sends")
 	}
