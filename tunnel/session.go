@@ -446,20 +446,20 @@ func (s *session) resendMissing(m *transport.Missing, c *Counters) {
 // all: what would leave later than that only duplicates the inner flows'
 // own retransmissions. s.sendMu is held.
 //
-// Resends go in front of what those paths had queued: they are older
-// data, the holes the inner flows wait for, and a full queue of a 20
-// Mbit/s uplink holds 70 ms. What was queued follows, waiting for room
-// as long as the TUN reader would have.
+// They queue behind what those paths have queued. Putting them in front
+// (taking the queue out and putting it back after) was tried: with the
+// queue full of resends, what had been queued waited again for room, and
+// dropping what found none cost the inner TCP its retransmission timeout
+// (a 0.8-1 s stall in the blackhole report); waiting for it held sendMu
+// a wait per packet on a stuck path.
 func (s *session) requeue(links []*link, pkts []packetRef, now int64, c *Counters) {
 	s.queueOn(links, pkts, now, true, c)
 }
 
-// queueOn queues pkts as requeue does: as resends (in front, counted in
-// Resent), or not (a packet the TUN reader held while its path went
-// down, behind what is queued).
+// queueOn queues pkts as requeue does: as resends (counted in Resent), or
+// not (a packet the TUN reader held while its path went down).
 func (s *session) queueOn(links []*link, pkts []packetRef, now int64, resends bool, c *Counters) {
 	until := now + int64(maxResendWait)
-	var held []heldQueue
 	for k, p := range pkts {
 		pkts[k] = packetRef{}
 		info, err := packet.Parse(p.packet())
@@ -479,9 +479,6 @@ func (s *session) queueOn(links []*link, pkts []packetRef, now int64, resends bo
 			continue
 		}
 		l := links[s.picks[0]]
-		if resends {
-			held = holdQueue(held, l)
-		}
 		switch queued, woken := l.enqueueWait(p, s.timer, time.Duration(until-monotime())); {
 		case queued:
 			l.noteQUIC(monotime())
@@ -496,46 +493,6 @@ func (s *session) queueOn(links []*link, pkts []packetRef, now int64, resends bo
 			c.DropQueueFull.Add(1)
 		}
 	}
-	// One wait for each path, as the TUN reader would have had, and
-	// none once a packet found no room (a stuck or dead path would
-	// otherwise hold sendMu a wait per packet).
-	for _, h := range held {
-		until := monotime() + int64(h.l.queueWait())
-		for _, p := range h.pkts {
-			queued, woken := h.l.enqueueWait(p, s.timer, time.Duration(until-monotime()))
-			if woken {
-				putBuffer(p.buf)
-			}
-			if !queued {
-				c.DropQueueFull.Add(1)
-				until = 0
-			}
-		}
-	}
-}
-
-// heldQueue is what a link had queued when resends were put in front.
-type heldQueue struct {
-	l    *link
-	pkts []packetRef
-}
-
-// holdQueue takes out what l has queued, unless held has it already.
-func holdQueue(held []heldQueue, l *link) []heldQueue {
-	for _, h := range held {
-		if h.l == l {
-			return held
-		}
-	}
-	h := heldQueue{l: l}
-	for len(l.queue) > 0 {
-		select {
-		case p := <-l.queue:
-			h.pkts = append(h.pkts, p)
-		default:
-		}
-	}
-	return append(held, h)
 }
 
 // freeAll frees the buffers of pkts and returns it emptied.

@@ -349,34 +349,6 @@ func TestResendOnPathDown(t *testing.T) {
 	}
 }
 
-// TestResendsGoFirst: the resends go in front of what the surviving path
-// had queued (newer data, which the inner flows need after the holes the
-// resends fill), and that follows in its order.
-func TestResendsGoFirst(t *testing.T) {
-	s, a, b := twoLinks(t)
-	s.addLink(a)
-	s.addLink(b)
-	var c Counters
-	for range 2 {
-		if res := sendOne(t, s, &c); res != sent {
-			t.Fatalf("send = %v", res)
-		}
-		b.queue <- <-a.queue // as if queued on b
-	}
-	killInFlight(t, s, a, &c) // 3 to inFlight+2
-	s.failover(&c)
-	var order []uint64
-	for len(b.queue) > 0 {
-		order = append(order, (<-b.queue).seq())
-	}
-	if want := seqs(5, inFlight+2, 3, 4, 1, 2); !slices.Equal(order, want) {
-		t.Errorf("surviving path's queue %v, want %v", order, want)
-	}
-	if n := c.Resent.Load(); n != inFlight {
-		t.Errorf("resent = %d, want %d", n, inFlight)
-	}
-}
-
 // TestResendAsksFirst: a client whose only surviving path is metered
 // resends at once what the dead path sent after it was last heard from
 // and what was still queued for it, holds back what it sent in the round
