@@ -22,7 +22,7 @@ type Counters struct {
 	Resent         atomic.Uint64 // in flight on a path that died: sent again on another
 	ResendSkipped  atomic.Uint64 // in flight on a path that died, not sent again: the peer said it had it
 	ResendExpired  atomic.Uint64 // in flight on a path that died, held back for the peer's answer, which came too late
-	ResendNoRoom   atomic.Uint64 // in flight on a path that died, not sent again: no room on another within maxResendWait
+	ResendNoRoom   atomic.Uint64 // in flight on a path that died, not sent again: its turn came later than maxResendWait, or no room
 	LossResent     atomic.Uint64 // in a packet QUIC declared lost: sent again
 	DirectTx       atomic.Uint64 // direct datagrams sent (transport/direct.go), copies included
 	DirectRx       atomic.Uint64 // direct datagrams accepted

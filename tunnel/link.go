@@ -94,6 +94,7 @@ type link struct {
 	log      *slog.Logger
 
 	queue   chan packetRef
+	urgent  urgentQueue   // resends, sent before queue
 	stopped chan struct{} // closed when run ends: nobody drains queue
 	wake    chan struct{} // ends a wait for room in queue (interrupt)
 	sent    inflight      // data recently sent, to resend if the path dies
@@ -181,6 +182,7 @@ func newLink(name string, hello transport.Hello, p *transport.Path, probe bool, 
 		counters: c,
 		log:      log.With("path", name),
 		queue:    make(chan packetRef, sendQueueLen),
+		urgent:   newUrgentQueue(),
 		stopped:  make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		probes:   make(chan [transport.HeaderLen]byte, probeQueueLen),
@@ -372,6 +374,9 @@ func (l *link) run(ctx context.Context, ep endpoint) error {
 }
 
 func (l *link) drain() {
+	for _, p := range l.urgent.takeAll(nil) {
+		putBuffer(p.buf)
+	}
 	for {
 		select {
 		case p := <-l.queue:
@@ -452,7 +457,11 @@ func (l *link) sender(ctx context.Context) error {
 	var t tickState
 	w := l.newWarmup()
 	for {
+		if err := l.sendUrgent(); err != nil {
+			return err
+		}
 		select {
+		case <-l.urgent.ready:
 		case p := <-l.queue:
 			if err := l.sendData(p, false); err != nil {
 				return err
@@ -482,6 +491,21 @@ func (l *link) sender(ctx context.Context) error {
 			return l.path.Err()
 		case <-ctx.Done():
 			return nil
+		}
+	}
+}
+
+// sendUrgent sends what the urgent queue holds, dropping what waited
+// longer than maxResendWait.
+func (l *link) sendUrgent() error {
+	for {
+		p, ok, expired := l.urgent.pop(monotime() - int64(maxResendWait))
+		l.counters.ResendNoRoom.Add(uint64(expired))
+		if !ok {
+			return nil
+		}
+		if err := l.sendData(p, false); err != nil {
+			return err
 		}
 	}
 }

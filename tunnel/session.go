@@ -383,8 +383,10 @@ func (s *session) resend(links []*link, dead *link, now int64, c *Counters) {
 	}
 	var early int
 	s.resent, early = dead.sent.take(s.resent[:0], min(last-dead.rtt.Load(), split), split, transport.QUICSendQueue)
-	// And what is still queued for it: a silent path's sender is stuck
-	// in QUIC's full send queue and will not get to them in time.
+	// And what is still queued for it, resends first: a silent path's
+	// sender is stuck in QUIC's full send queue and will not get to them
+	// in time.
+	s.resent = dead.urgent.takeAll(s.resent)
 	for len(dead.queue) > 0 {
 		select {
 		case p := <-dead.queue:
@@ -441,23 +443,17 @@ func (s *session) resendMissing(m *transport.Missing, c *Counters) {
 	s.requeue(s.look(c), s.resent, monotime(), c) // look: a path back up takes its share again
 }
 
-// requeue queues pkts, which it owns, on the paths the scheduler picks
-// now, waiting for room as the TUN reader does but for maxResendWait in
-// all: what would leave later than that only duplicates the inner flows'
-// own retransmissions. s.sendMu is held.
-//
-// They queue behind what those paths have queued. Putting them in front
-// (taking the queue out and putting it back after) was tried: with the
-// queue full of resends, what had been queued waited again for room, and
-// dropping what found none cost the inner TCP its retransmission timeout
-// (a 0.8-1 s stall in the blackhole report); waiting for it held sendMu
-// a wait per packet on a stuck path.
+// requeue queues pkts, which it owns, as resends on the paths the
+// scheduler picks now: in their urgent queues, which their senders send
+// before anything else, and which never make the session wait (see
+// urgentQueue). s.sendMu is held.
 func (s *session) requeue(links []*link, pkts []packetRef, now int64, c *Counters) {
 	s.queueOn(links, pkts, now, true, c)
 }
 
-// queueOn queues pkts as requeue does: as resends (counted in Resent), or
-// not (a packet the TUN reader held while its path went down).
+// queueOn queues pkts as requeue does (resends), or in the paths' queues,
+// waiting for room as the TUN reader does but for maxResendWait in all (a
+// packet the TUN reader held while its path went down).
 func (s *session) queueOn(links []*link, pkts []packetRef, now int64, resends bool, c *Counters) {
 	until := now + int64(maxResendWait)
 	for k, p := range pkts {
@@ -471,7 +467,7 @@ func (s *session) queueOn(links []*link, pkts []packetRef, now int64, resends bo
 		pk := s.sched.Packet(&si, packet.FlowHash(&info, 0))
 		s.fillStates(links, now, pk.Interactive)
 		for i := range s.states {
-			s.states[i].QueueCap = 0 // full queues are waited for, below
+			s.states[i].QueueCap = 0 // full queues are no matter here
 		}
 		s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
 		if len(s.picks) == 0 || p.n > int(links[s.picks[0]].mtu.Load()) {
@@ -479,16 +475,20 @@ func (s *session) queueOn(links []*link, pkts []packetRef, now int64, resends bo
 			continue
 		}
 		l := links[s.picks[0]]
+		if resends {
+			if l.urgent.push(p, monotime()) {
+				l.noteQUIC(monotime())
+				c.Resent.Add(1)
+			} else {
+				c.ResendNoRoom.Add(1)
+			}
+			continue
+		}
 		switch queued, woken := l.enqueueWait(p, s.timer, time.Duration(until-monotime())); {
 		case queued:
 			l.noteQUIC(monotime())
-			if resends {
-				c.Resent.Add(1)
-			}
 		case woken:
 			putBuffer(p.buf) // its new path went down too
-		case resends: // enqueueWait freed it
-			c.ResendNoRoom.Add(1)
 		default:
 			c.DropQueueFull.Add(1)
 		}

@@ -309,6 +309,17 @@ func seqs(from, to uint64, more ...uint64) []uint64 {
 	return append(s, more...)
 }
 
+// urgentSeqs empties l's urgent queue (resends) and returns their
+// sequence numbers, oldest first.
+func urgentSeqs(l *link) []uint64 {
+	var seqs []uint64
+	for _, p := range l.urgent.takeAll(nil) {
+		seqs = append(seqs, p.seq())
+		putBuffer(p.buf)
+	}
+	return seqs
+}
+
 // twoLinks returns a failover session and two links for it, a (priority
 // 0) and b (1), not yet added.
 func twoLinks(t *testing.T) (s *session, a, b *link) {
@@ -336,10 +347,7 @@ func TestResendOnPathDown(t *testing.T) {
 	if n := c.Resent.Load(); n != inFlight {
 		t.Fatalf("resent = %d, want %d", n, inFlight)
 	}
-	var order []uint64
-	for range inFlight {
-		order = append(order, (<-b.queue).seq())
-	}
+	order := urgentSeqs(b)
 	if want := seqs(3, inFlight, 1, 2); !slices.Equal(order, want) {
 		t.Errorf("resent in the order %v, want %v", order, want)
 	}
@@ -373,21 +381,14 @@ func TestResendAsksFirst(t *testing.T) {
 	s.resend(links, a, monotime(), &c)
 	a.wasUp = false // as look does
 	s.sendMu.Unlock()
-	queued := func() []uint64 {
-		var seqs []uint64
-		for len(b.queue) > 0 {
-			seqs = append(seqs, (<-b.queue).seq())
-		}
-		return seqs
-	}
-	if got, want := queued(), seqs(3, inFlight); !slices.Equal(got, want) {
+	if got, want := urgentSeqs(b), seqs(3, inFlight); !slices.Equal(got, want) {
 		t.Fatalf("resent at once %v, want %v", got, want)
 	}
 	if len(s.limbo) != 2 {
 		t.Fatalf("holds %d back, want 2", len(s.limbo))
 	}
 	s.resendMissing(&transport.Missing{Highest: inFlight, From: 1, Gaps: [][2]uint64{{2, 2}}}, &c)
-	if got, want := queued(), []uint64{2}; !slices.Equal(got, want) {
+	if got, want := urgentSeqs(b), []uint64{2}; !slices.Equal(got, want) {
 		t.Errorf("resent on the answer %v, want %v", got, want)
 	}
 	if n := c.ResendSkipped.Load(); n != 1 || len(s.limbo) != 0 {
@@ -454,10 +455,7 @@ func TestResendAfterCarrierLoss(t *testing.T) {
 			s.sendMu.Lock()
 			s.resend(links, a, now, &c)
 			s.sendMu.Unlock()
-			var atOnce []uint64
-			for len(b.queue) > 0 {
-				atOnce = append(atOnce, (<-b.queue).seq())
-			}
+			atOnce := urgentSeqs(b)
 			want, held := seqs(5, n, 1, 2, 3, 4), 0
 			if carrierLost {
 				want, held = seqs(3, n), 2
@@ -493,10 +491,11 @@ func TestHandedOverWhenPathDiesResent(t *testing.T) {
 	}
 	a.dead.Store(true)
 	s.failover(&c)
-	if len(b.queue) != 1 {
-		t.Fatalf("%d resent at once, want 1: the packet being handed over", len(b.queue))
+	resent := b.urgent.takeAll(nil)
+	if len(resent) != 1 {
+		t.Fatalf("%d resent at once, want 1: the packet being handed over", len(resent))
 	}
-	cp := <-b.queue
+	cp := resent[0]
 	if cp.buf == p.buf || !bytes.Equal(cp.datagram(), p.datagram()) {
 		t.Error("resent the sender's own buffer, or not a copy of it")
 	}
@@ -508,7 +507,7 @@ func TestHandedOverWhenPathDiesResent(t *testing.T) {
 	if a.sent.hand(q) {
 		t.Fatal("hand accepted on a path whose in-flight datagrams were resent")
 	}
-	if !a.resendLate(q) || len(b.queue) != 1 || (<-b.queue).seq() != q.seq() {
+	if !a.resendLate(q) || !slices.Equal(urgentSeqs(b), []uint64{q.seq()}) {
 		t.Fatal("a packet picked up after the failover not resent on the surviving path")
 	}
 	// Back up, before the session looked: the sender sends it itself.
@@ -655,8 +654,8 @@ func TestLinkDownBeforeFirstLook(t *testing.T) {
 	if n := c.Resent.Load(); n != 1 {
 		t.Fatalf("resent = %d, want 1", n)
 	}
-	if got := (<-b.queue).seq(); got != 1 {
-		t.Errorf("resent %d, want 1", got)
+	if got := urgentSeqs(b); !slices.Equal(got, []uint64{1}) {
+		t.Errorf("resent %v, want [1]", got)
 	}
 }
 
