@@ -374,9 +374,7 @@ func (l *link) run(ctx context.Context, ep endpoint) error {
 }
 
 func (l *link) drain() {
-	for _, p := range l.urgent.takeAll(nil) {
-		putBuffer(p.buf)
-	}
+	l.urgent.close()
 	for {
 		select {
 		case p := <-l.queue:
@@ -457,8 +455,27 @@ func (l *link) sender(ctx context.Context) error {
 	var t tickState
 	w := l.newWarmup()
 	for {
-		if err := l.sendUrgent(); err != nil {
-			return err
+		// Resends first, one at a time: between two, what QUIC lost (a
+		// resend lost again is the hole an inner flow still waits for)
+		// and probe echoes do not wait for the whole backlog.
+		if p, ok := l.nextUrgent(); ok {
+			if err := l.sendData(p, false); err != nil {
+				return err
+			}
+			select {
+			case <-l.path.Lost():
+				if err := l.resendLost(); err != nil {
+					return err
+				}
+			case probe := <-l.probes:
+				l.path.Send(probe[:])
+			case <-l.path.Done():
+				return l.path.Err()
+			case <-ctx.Done():
+				return nil
+			default:
+			}
+			continue
 		}
 		select {
 		case <-l.urgent.ready:
@@ -495,19 +512,12 @@ func (l *link) sender(ctx context.Context) error {
 	}
 }
 
-// sendUrgent sends what the urgent queue holds, dropping what waited
-// longer than maxResendWait.
-func (l *link) sendUrgent() error {
-	for {
-		p, ok, expired := l.urgent.pop(monotime() - int64(maxResendWait))
-		l.counters.ResendNoRoom.Add(uint64(expired))
-		if !ok {
-			return nil
-		}
-		if err := l.sendData(p, false); err != nil {
-			return err
-		}
-	}
+// nextUrgent takes the oldest resend from the urgent queue, dropping what
+// waited there longer than maxResendWait.
+func (l *link) nextUrgent() (packetRef, bool) {
+	p, ok, expired := l.urgent.pop(monotime() - int64(maxResendWait))
+	l.counters.ResendNoRoom.Add(uint64(expired))
+	return p, ok
 }
 
 // sendData sends p; resent says it is the resend of a datagram QUIC lost.

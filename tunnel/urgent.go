@@ -15,9 +15,10 @@ import "sync"
 // the inner flows have resent it themselves by then. urgentLen bounds the
 // rest.
 type urgentQueue struct {
-	mu    sync.Mutex
-	pkts  []urgentPacket // nil while empty
-	ready chan struct{}  // signalled when pkts becomes non-empty
+	mu     sync.Mutex
+	pkts   []urgentPacket // nil while empty
+	ready  chan struct{}  // signalled when pkts becomes non-empty
+	closed bool           // the link's sender is gone: push refuses
 }
 
 type urgentPacket struct {
@@ -33,12 +34,12 @@ func newUrgentQueue() urgentQueue {
 	return urgentQueue{ready: make(chan struct{}, 1)}
 }
 
-// push queues p, pushed at now, and reports whether there was room; the
-// queue owns p either way.
+// push queues p, pushed at now, and reports whether there was room (and
+// a sender to send it); the queue owns p either way.
 func (u *urgentQueue) push(p packetRef, now int64) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if len(u.pkts) >= urgentLen {
+	if u.closed || len(u.pkts) >= urgentLen {
 		putBuffer(p.buf)
 		return false
 	}
@@ -81,4 +82,16 @@ func (u *urgentQueue) takeAll(dst []packetRef) []packetRef {
 	}
 	u.pkts = nil
 	return dst
+}
+
+// close frees what is queued and has push refuse from now on: the link's
+// sender is gone.
+func (u *urgentQueue) close() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, e := range u.pkts {
+		putBuffer(e.ref.buf)
+	}
+	u.pkts = nil
+	u.closed = true
 }

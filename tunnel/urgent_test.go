@@ -6,8 +6,9 @@ import (
 )
 
 // TestUrgentQueue: resends come out oldest first; what waited past the
-// caller's limit is dropped and counted on the way; the queue is bounded
-// and holds no memory once empty.
+// caller's limit is dropped and counted on the way; the queue is bounded,
+// holds no memory once empty, and refuses packets once its link's sender
+// is gone.
 func TestUrgentQueue(t *testing.T) {
 	u := newUrgentQueue()
 	for seq := uint64(1); seq <= 4; seq++ {
@@ -42,7 +43,8 @@ func TestUrgentQueue(t *testing.T) {
 	if u.push(seqPacket(1), 0) {
 		t.Errorf("push beyond urgentLen (%d) accepted", urgentLen)
 	}
-	for _, p := range u.takeAll(nil) {
-		putBuffer(p.buf)
+	u.close()
+	if u.pkts != nil || u.push(seqPacket(1), 0) {
+		t.Error("closed: still holds packets, or accepts more")
 	}
 }
