@@ -416,9 +416,14 @@ func TestAggregateUsesBothPaths(t *testing.T) {
 	transfer(t, client, server, 4<<20, nil)
 	paths := h.client.Status().Paths
 	total := paths[0].TxPackets + paths[1].TxPackets
+	// Once the paths have rate estimates, each packet goes where it is
+	// predicted to arrive first: on two equal loopback paths that is near
+	// half each, but a path whose sender the machine's load starves of CPU
+	// has the longer queue and gets less (33-67% in quiet runs, 25% once in
+	// CI). An eighth still fails if aggregate leaves a path idle.
 	for _, p := range paths {
-		if p.TxPackets < total/4 {
-			t.Errorf("path %s carried %d of %d packets; aggregate with equal weights should share them", p.Name, p.TxPackets, total)
+		if p.TxPackets < total/8 {
+			t.Errorf("path %s carried %d of %d packets; aggregate over two equal paths should use both", p.Name, p.TxPackets, total)
 		}
 	}
 }
