@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/braid-tunnel/braid/e2e/lab"
 )
 
 // Echo is ping-like traffic through the tunnel: the LAN host sends a
@@ -27,21 +29,40 @@ type Echo struct {
 	// lastFresh is when the latest reply to a datagram sent at or after
 	// freshAfter arrived.
 	freshAfter, lastFresh time.Time
+	samples               []rttSample
+}
+
+// rttSample is one reply: when its datagram was sent and its round trip.
+type rttSample struct {
+	at  time.Time
+	rtt time.Duration
 }
 
 const echoPort = 7007
 
 // StartEcho starts Echo traffic every interval until Close.
 func (e *Env) StartEcho(interval time.Duration) (*Echo, error) {
-	dst := netip.AddrPortFrom(e.Topo.ServerAddr, echoPort)
+	return startEcho(e.Topo.LANHost, e.Topo.Server, e.Topo.ServerAddr, interval)
+}
+
+// StartEchoRaw is StartEcho outside the tunnel, from the client host to
+// the concentrator host over uplink 1, as TransferRaw.
+func (e *Env) StartEchoRaw(interval time.Duration) (*Echo, error) {
+	return startEcho(e.Topo.Client, e.Topo.Conc, e.Topo.ConcAddr, interval)
+}
+
+// startEcho starts Echo traffic from namespace from to an echo server on
+// addr in namespace to.
+func startEcho(from, to *lab.NS, addr netip.Addr, interval time.Duration) (*Echo, error) {
+	dst := netip.AddrPortFrom(addr, echoPort)
 	ec := &Echo{sentAt: map[uint32]time.Time{}}
-	if err := e.Topo.Server.Do(func() (err error) {
+	if err := to.Do(func() (err error) {
 		ec.srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(dst))
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	if err := e.Topo.LANHost.Do(func() (err error) {
+	if err := from.Do(func() (err error) {
 		ec.conn, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
 		return err
 	}); err != nil {
@@ -107,6 +128,7 @@ func (ec *Echo) receive() {
 		if at, ok := ec.sentAt[seq]; ok {
 			delete(ec.sentAt, seq)
 			ec.replies++
+			ec.samples = append(ec.samples, rttSample{at, now.Sub(at)})
 			if !at.Before(ec.freshAfter) {
 				ec.lastFresh = now
 			}
@@ -144,6 +166,24 @@ func (ec *Echo) Counts() (sent, replies int) {
 	ec.mu.Lock()
 	defer ec.mu.Unlock()
 	return ec.sent, ec.replies
+}
+
+// RTTs returns the round trips of the datagrams sent in [from, to) that
+// were answered, and how many sent then were not (yet).
+func (ec *Echo) RTTs(from, to time.Time) (rtts []time.Duration, unanswered int) {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	for _, s := range ec.samples {
+		if !s.at.Before(from) && s.at.Before(to) {
+			rtts = append(rtts, s.rtt)
+		}
+	}
+	for _, at := range ec.sentAt {
+		if !at.Before(from) && at.Before(to) {
+			unanswered++
+		}
+	}
+	return rtts, unanswered
 }
 
 // Close stops the traffic.

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -71,4 +72,55 @@ func mustTransfer(t *testing.T) func(TransferResult, error) TransferResult {
 		}
 		return r
 	}
+}
+
+// TestReportLatencyUnderLoad measures what a bulk upload does to the round
+// trip of a call sharing the uplink (bufferbloat): echo datagrams every
+// 20 ms, idle and during a TCP upload, through braid (failover mode: the
+// 50 Mbit/s uplink carries both) and outside the tunnel over the same
+// uplink, whose bottleneck queue (tbf) holds 50 ms.
+func TestReportLatencyUnderLoad(t *testing.T) {
+	requireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	e := build(t, Options{Links: shaped, Mode: "failover"})
+	raw := underLoad(t, e.StartEchoRaw, func(d time.Duration) (TransferResult, error) { return e.TransferRaw(ctx, 0, d) })
+	up(t, ctx, e)
+	tun := underLoad(t, e.StartEcho, func(d time.Duration) (TransferResult, error) { return e.Transfer(ctx, 0, d, nil) })
+	t.Logf("REPORT latency under load, shaped 50M/20ms uplink, echo every 20 ms: outside the tunnel %s; through braid %s", raw, tun)
+}
+
+// loadedLatency is what echo traffic saw idle and during a transfer.
+type loadedLatency struct {
+	idle50, load50, load99 time.Duration
+	unanswered             int
+	goodput                float64
+}
+
+func (l loadedLatency) String() string {
+	return fmt.Sprintf("idle p50 %v, loaded p50 %v p99 %v (%d unanswered, upload %.1f Mbit/s)",
+		l.idle50.Round(100*time.Microsecond), l.load50.Round(100*time.Microsecond), l.load99.Round(100*time.Microsecond), l.unanswered, l.goodput/1e6)
+}
+
+// underLoad runs echo traffic for a second, then during a transfer of 8
+// s, and returns the round trips of the idle second and of the transfer's
+// middle 5 s (its first seconds are TCP's slow start).
+func underLoad(t *testing.T, start func(time.Duration) (*Echo, error), transfer func(time.Duration) (TransferResult, error)) loadedLatency {
+	t.Helper()
+	echo, err := start(20 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	t0 := time.Now()
+	time.Sleep(time.Second) // the idle sample: a duration, not a synchronisation
+	t1 := time.Now()
+	res := mustTransfer(t)(transfer(8 * time.Second))
+	t2 := time.Now()
+	idle, _ := echo.RTTs(t0, t1)
+	loaded, lost := echo.RTTs(t1.Add(2*time.Second), t2.Add(-time.Second)) // the last second's replies may still be on their way
+	if len(idle) == 0 || len(loaded) == 0 {
+		t.Fatalf("echo answered %d times idle and %d under load", len(idle), len(loaded))
+	}
+	return loadedLatency{percentile(idle, 50), percentile(loaded, 50), percentile(loaded, 99), lost, res.Goodput()}
 }
