@@ -76,18 +76,28 @@ func mustTransfer(t *testing.T) func(TransferResult, error) TransferResult {
 
 // TestReportLatencyUnderLoad measures what a bulk upload does to the round
 // trip of a call sharing the uplink (bufferbloat): echo datagrams every
-// 20 ms, idle and during a TCP upload, through braid (failover mode: the
-// 50 Mbit/s uplink carries both) and outside the tunnel over the same
-// uplink, whose bottleneck queue (tbf) holds 50 ms.
+// 20 ms, idle and during a TCP upload, through braid and outside the
+// tunnel over the 50 Mbit/s uplink, whose bottleneck queue (tbf) holds
+// 50 ms. In auto (the default) the upload stays on that uplink; in
+// failover it spills onto the 20 Mbit/s one when the first is full.
 func TestReportLatencyUnderLoad(t *testing.T) {
 	requireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	e := build(t, Options{Links: shaped, Mode: "failover"})
-	raw := underLoad(t, e.StartEchoRaw, func(d time.Duration) (TransferResult, error) { return e.TransferRaw(ctx, 0, d) })
-	up(t, ctx, e)
-	tun := underLoad(t, e.StartEcho, func(d time.Duration) (TransferResult, error) { return e.Transfer(ctx, 0, d, nil) })
-	t.Logf("REPORT latency under load, shaped 50M/20ms uplink, echo every 20 ms: outside the tunnel %s; through braid %s", raw, tun)
+	for _, mode := range []string{"auto", "failover"} {
+		t.Run(mode, func(t *testing.T) {
+			e := build(t, Options{Links: shaped, Mode: mode})
+			raw := underLoad(t, e.StartEchoRaw, func(d time.Duration) (TransferResult, error) { return e.TransferRaw(ctx, 0, d) })
+			up(t, ctx, e)
+			tun := underLoad(t, e.StartEcho, func(d time.Duration) (TransferResult, error) { return e.Transfer(ctx, 0, d, nil) })
+			cs, err := e.ClientStatus()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("REPORT latency under load, shaped 50M/20ms + 20M/60ms, mode %s, echo every 20 ms: outside the tunnel over uplink 1 %s; through braid %s; braid dropped %d packets to keep its queues short (CoDel)",
+				mode, raw, tun, cs.Counters["drop_aqm"])
+		})
+	}
 }
 
 // loadedLatency is what echo traffic saw idle and during a transfer.

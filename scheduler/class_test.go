@@ -153,6 +153,13 @@ func TestMulti(t *testing.T) {
 	if n := m.Copies(p); n != 0 {
 		t.Errorf("bulk (failover): Copies = %d, want 0", n)
 	}
+	if m.Stripes(p) {
+		t.Error("bulk (failover): Stripes = true")
+	}
+	game := udp(27015, 400)
+	if p := m.Packet(&game, 1); p.Class != 4 || !m.Stripes(p) {
+		t.Errorf("game (aggregate): Packet = %+v, Stripes = %v", p, m.Stripes(p))
+	}
 	p.Class = 99
 	if got := m.Pick(nil, p, paths); len(got) != 1 || got[0] != 0 {
 		t.Errorf("class out of range: Pick = %v", got)

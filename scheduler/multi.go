@@ -86,3 +86,15 @@ func (m *Multi) Copies(p Packet) int {
 	}
 	return 0
 }
+
+// Stripes reports whether p's Scheduler spreads a flow's packets over
+// paths by their queues (Aggregate): there, a standing queue on a path is
+// how a flow comes to fill the others too, not a queue to keep short.
+func (m *Multi) Stripes(p Packet) bool {
+	s := m.scheds[0]
+	if p.Class > 0 && p.Class < len(m.scheds) {
+		s = m.scheds[p.Class]
+	}
+	_, ok := s.(*aggregate)
+	return ok
+}

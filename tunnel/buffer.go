@@ -24,6 +24,9 @@ const (
 // buffer holds one packet at b[headroom:headroom+n].
 type buffer struct {
 	b []byte
+	// queued is when the packet entered a path's queue (monotime), for
+	// the delay the sender's CoDel measures.
+	queued int64
 }
 
 var (

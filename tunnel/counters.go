@@ -11,6 +11,7 @@ type Counters struct {
 	DropMalformed  atomic.Uint64 // not an IP packet we could parse
 	DropNoPath     atomic.Uint64 // no usable path (or no session) for it
 	DropQueueFull  atomic.Uint64 // every chosen path's queue was full
+	DropAQM        atomic.Uint64 // a path's queue stood too long (CoDel): the inner flows are told to slow down
 	DropTooBig     atomic.Uint64 // larger than the path MTU; ICMP sent back
 	DropDuplicate  atomic.Uint64 // seen before (another path, or a replay)
 	DropBadDgram   atomic.Uint64 // datagram with a bad header
@@ -51,6 +52,7 @@ func (c *Counters) Snapshot() CounterSnapshot {
 		"drop_malformed":   c.DropMalformed.Load(),
 		"drop_no_path":     c.DropNoPath.Load(),
 		"drop_queue_full":  c.DropQueueFull.Load(),
+		"drop_aqm":         c.DropAQM.Load(),
 		"drop_too_big":     c.DropTooBig.Load(),
 		"drop_duplicate":   c.DropDuplicate.Load(),
 		"drop_bad_dgram":   c.DropBadDgram.Load(),

@@ -769,3 +769,122 @@ func TestOnePathDirectAfterQUIC(t *testing.T) {
 		t.Error("quiet at the start of a new spell")
 	}
 }
+
+// bulkPacket and callPacket return a packet to send through s: a full
+// UDP datagram, and a small one (interactive, as a call's frame).
+func bulkPacket(t *testing.T) (packetRef, packet.Info) { return testPacket(t, 1200) }
+func callPacket(t *testing.T) (packetRef, packet.Info) { return testPacket(t, 180) }
+
+func testPacket(t *testing.T, size int) (packetRef, packet.Info) {
+	t.Helper()
+	pkt := udp4To(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 9000, size)
+	buf := getBuffer(len(pkt))
+	p := packetRef{buf: buf, n: copy(buf.b[headroom:], pkt)}
+	info, err := packet.Parse(p.packet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, info
+}
+
+// TestCoDelCallsForDrops: packets that stood in a link's queue longer
+// than the target for an interval make its sender call for a drop, which
+// the TUN reader makes on the next bulk packet for the link, before that
+// packet takes a sequence number; a call's packets are spared, and so is
+// a flow the scheduler stripes over paths (aggregate).
+func TestCoDelCallsForDrops(t *testing.T) {
+	for _, mode := range []scheduler.Mode{scheduler.Failover, scheduler.Aggregate} {
+		s, err := newSession(1, mode, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := testLink("a", 0)
+		s.addLink(l)
+		var c Counters
+		// The sender's view: every packet leaving the queue waited 30 ms,
+		// with more behind it, for longer than an interval.
+		start := monotime()
+		for now := start; now < start+int64(aqmInterval+10*time.Millisecond); now += int64(time.Millisecond) {
+			p := filler()
+			p.buf.queued = now - int64(30*time.Millisecond)
+			l.queue <- filler()
+			l.measureQueue(p, now)
+			putBuffer((<-l.queue).buf)
+			putBuffer(p.buf)
+		}
+		if l.aqmDrop.Load() == 0 {
+			t.Fatalf("%s: no drop called for after a standing queue of 30 ms for %v", mode, aqmInterval+10*time.Millisecond)
+		}
+		call, info := callPacket(t)
+		if res, _ := s.send(call, &info, nil, &c); res != sent || c.DropAQM.Load() != 0 {
+			t.Fatalf("%s: a call's packet: send = %v, drop_aqm %d; want it sent", mode, res, c.DropAQM.Load())
+		}
+		seq := s.seq
+		bulk, info := bulkPacket(t)
+		s.send(bulk, &info, nil, &c)
+		if mode == scheduler.Aggregate {
+			if c.DropAQM.Load() != 0 {
+				t.Errorf("aggregate: a striped flow's packet was dropped")
+			}
+			continue
+		}
+		if c.DropAQM.Load() != 1 || s.seq != seq {
+			t.Errorf("failover: drop_aqm %d, sequence number %d -> %d; want the bulk packet dropped before it took one", c.DropAQM.Load(), seq, s.seq)
+		}
+		bulk, info = bulkPacket(t)
+		if res, _ := s.send(bulk, &info, nil, &c); res != sent || c.DropAQM.Load() != 1 {
+			t.Errorf("failover: the next bulk packet: send = %v, drop_aqm %d; want one drop per call", res, c.DropAQM.Load())
+		}
+	}
+}
+
+// TestStandingQueueDropsRatherThanWaits: with every queue full, the TUN
+// reader waits for room (TestFullQueueWaitsForRoom), but not where the
+// queue stands because the path is slower than the flows: there a bulk
+// packet is dropped at once. A call's packet still waits.
+func TestStandingQueueDropsRatherThanWaits(t *testing.T) {
+	s, l := fullSession(t)
+	l.standing.Store(true)
+	var c Counters
+	bulk, info := bulkPacket(t)
+	if res, _ := s.send(bulk, &info, nil, &c); res != queueFull || c.DropAQM.Load() != 1 || c.ReaderWaitNs.Load() != 0 {
+		t.Fatalf("bulk: send = %v, drop_aqm %d, waited %v; want dropped without a wait", res, c.DropAQM.Load(), time.Duration(c.ReaderWaitNs.Load()))
+	}
+	done := make(chan sendResult)
+	go func() {
+		call, info := callPacket(t)
+		res, _ := s.send(call, &info, nil, &c)
+		done <- res
+	}()
+	putBuffer((<-l.queue).buf) // the sender takes one: room for the waiting packet
+	if res := <-done; res != sent {
+		t.Errorf("call: send = %v, want sent after waiting for room", res)
+	}
+}
+
+// TestInteractivePassesReorder: with two paths delivering, a bulk packet
+// behind a gap is held until the gap fills, while a call's packet behind
+// the same gap is written at once.
+func TestInteractivePassesReorder(t *testing.T) {
+	s, fast, slow := pathsApart(scheduler.Aggregate)
+	w := &tunWriter{queue: make(chan packetRef, 16), done: make(chan struct{})}
+	var c Counters
+	ctx := context.Background()
+	src, dst := netip.MustParseAddr("10.210.0.2"), netip.MustParseAddr("100.96.0.2")
+	bulk := func(id byte) []byte { b := udp4To(src, dst, 9000, 1200); b[100] = id; return b }
+	call := func(id byte) []byte { b := udp4To(src, dst, 9000, 180); b[100] = id; return b }
+	s.deliver(ctx, fast, 1, bulk(1), w, &c)
+	s.updateHold(w)
+	if s.reorder == nil {
+		t.Fatal("no reorder buffer for two paths")
+	}
+	s.deliver(ctx, fast, 3, bulk(3), w, &c) // 2 is still on the slow path
+	s.deliver(ctx, fast, 4, call(4), w, &c)
+	s.deliver(ctx, slow, 2, bulk(2), w, &c)
+	for _, want := range []byte{1, 4, 2, 3} {
+		p := <-w.queue
+		if got := p.packet()[100]; got != want {
+			t.Fatalf("TUN got packet %d, want %d (the call's packet 4 first, the bulk ones in order)", got, want)
+		}
+	}
+}
