@@ -126,7 +126,7 @@ func printBudgets(w io.Writer, budgets []tunnel.BudgetStatus) {
 
 func printCounters(w io.Writer, c tunnel.CounterSnapshot) {
 	var parts []string
-	for _, k := range []string{"tun_rx_packets", "tun_tx_packets", "drop_no_path", "drop_queue_full", "drop_too_big", "drop_duplicate", "drop_spoofed", "drop_malformed", "drop_bad_dgram", "drop_no_route", "icmp_sent", "mss_clamped"} {
+	for _, k := range []string{"tun_rx_packets", "tun_tx_packets", "drop_no_path", "drop_queue_full", "drop_aqm", "drop_too_big", "drop_duplicate", "drop_spoofed", "drop_malformed", "drop_bad_dgram", "drop_no_route", "icmp_sent", "mss_clamped"} {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, c[k]))
 	}
 	fmt.Fprintf(w, "\ncounters: %s\n", strings.Join(parts, " "))
