@@ -78,24 +78,41 @@ func mustTransfer(t *testing.T) func(TransferResult, error) TransferResult {
 // trip of a call sharing the uplink (bufferbloat): echo datagrams every
 // 20 ms, idle and during a TCP upload, through braid and outside the
 // tunnel over the 50 Mbit/s uplink, whose bottleneck queue (tbf) holds
-// 50 ms. In auto (the default) the upload stays on that uplink; in
-// failover it spills onto the 20 Mbit/s one when the first is full.
+// 50 ms. Three cases: auto (the default) with both uplinks, where the
+// scheduler may spill the upload onto the 20 Mbit/s one; auto with that
+// one down, the upload's only path (braid's CoDel keeps its queue short);
+// and failover, whose upload spills onto the second uplink once the first
+// is full.
 func TestReportLatencyUnderLoad(t *testing.T) {
 	requireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	for _, mode := range []string{"auto", "failover"} {
-		t.Run(mode, func(t *testing.T) {
-			e := build(t, Options{Links: shaped, Mode: mode})
+	for _, c := range []struct {
+		name, mode string
+		oneUplink  bool
+	}{
+		{"auto", "auto", false},
+		{"auto-one-uplink", "auto", true},
+		{"failover", "failover", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := build(t, Options{Links: shaped, Mode: c.mode})
 			raw := underLoad(t, e.StartEchoRaw, func(d time.Duration) (TransferResult, error) { return e.TransferRaw(ctx, 0, d) })
 			up(t, ctx, e)
+			uplinks := "both uplinks"
+			if c.oneUplink {
+				if err := e.CutUplink(2, LinkDown); err != nil {
+					t.Fatal(err)
+				}
+				uplinks = "uplink 2 down"
+			}
 			tun := underLoad(t, e.StartEcho, func(d time.Duration) (TransferResult, error) { return e.Transfer(ctx, 0, d, nil) })
 			cs, err := e.ClientStatus()
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("REPORT latency under load, shaped 50M/20ms + 20M/60ms, mode %s, echo every 20 ms: outside the tunnel over uplink 1 %s; through braid %s; braid dropped %d packets to keep its queues short (CoDel)",
-				mode, raw, tun, cs.Counters["drop_aqm"])
+			t.Logf("REPORT latency under load, shaped 50M/20ms + 20M/60ms, mode %s, %s, echo every 20 ms: outside the tunnel over uplink 1 %s; through braid %s; braid dropped %d packets to keep its queues short (CoDel)",
+				c.mode, uplinks, raw, tun, cs.Counters["drop_aqm"])
 		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func udp(dport uint16, payload int) Info {
@@ -153,13 +154,6 @@ func TestMulti(t *testing.T) {
 	if n := m.Copies(p); n != 0 {
 		t.Errorf("bulk (failover): Copies = %d, want 0", n)
 	}
-	if m.Stripes(p) {
-		t.Error("bulk (failover): Stripes = true")
-	}
-	game := udp(27015, 400)
-	if p := m.Packet(&game, 1); p.Class != 4 || !m.Stripes(p) {
-		t.Errorf("game (aggregate): Packet = %+v, Stripes = %v", p, m.Stripes(p))
-	}
 	p.Class = 99
 	if got := m.Pick(nil, p, paths); len(got) != 1 || got[0] != 0 {
 		t.Errorf("class out of range: Pick = %v", got)
@@ -224,5 +218,51 @@ func TestMultiCopies(t *testing.T) {
 	}
 	if _, err := NewMultiCopies("bogus", 2, nil); err == nil {
 		t.Error("NewMultiCopies(bogus) succeeded")
+	}
+}
+
+// TestMaySpill: which schedulers may move a flow off its path as that
+// path's queue builds, and onto which paths.
+func TestMaySpill(t *testing.T) {
+	at := func(rtt time.Duration, loss float64, metered bool) PathState {
+		s := up(0, 1)
+		s.RTT, s.MinRTT, s.Loss, s.Metered = rtt, rtt, loss, metered
+		return s
+	}
+	fast := at(40*time.Millisecond, 0, false)
+	near := at(120*time.Millisecond, 0, false)
+	far := at(400*time.Millisecond, 0, false)
+	lossy := at(40*time.Millisecond, 0.2, false)
+	metered := at(40*time.Millisecond, 0, true)
+	down := near
+	down.Up = false
+	lower := near
+	lower.Priority = 1
+	for _, tt := range []struct {
+		mode  Mode
+		paths []PathState
+		want  bool
+	}{
+		{Auto, []PathState{fast}, false},
+		{Auto, []PathState{fast, near}, true},
+		{Auto, []PathState{fast, far}, false},   // beyond the spill limit
+		{Auto, []PathState{fast, lossy}, false}, // too lossy to take the excess
+		{Auto, []PathState{fast, down}, false},
+		{Auto, []PathState{fast, metered}, false}, // a standby while an unmetered path is up
+		{Auto, []PathState{fast, lower}, false},   // auto keeps to the best tier
+		{Aggregate, []PathState{fast, far}, true},
+		{Aggregate, []PathState{fast, down}, false},
+		{Failover, []PathState{fast, lower}, true}, // the overflow
+		{Failover, []PathState{fast, metered}, false},
+		{Flow, []PathState{fast, near}, false},
+		{Redundant, []PathState{fast, near}, false},
+	} {
+		m, err := NewMulti(tt.mode, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.MaySpill(Packet{Size: 1200}, tt.paths, 0); got != tt.want {
+			t.Errorf("%s over %d paths (%+v): MaySpill = %v, want %v", tt.mode, len(tt.paths), tt.paths[1:], got, tt.want)
+		}
 	}
 }

@@ -87,14 +87,38 @@ func (m *Multi) Copies(p Packet) int {
 	return 0
 }
 
-// Stripes reports whether p's Scheduler spreads a flow's packets over
-// paths by their queues (Aggregate): there, a standing queue on a path is
-// how a flow comes to fill the others too, not a queue to keep short.
-func (m *Multi) Stripes(p Packet) bool {
+// MaySpill reports whether p's Scheduler may move some of p's flow off
+// home, the path it picked, onto another as home's queue builds: there a
+// standing queue on home is how a flow comes to fill more than one path,
+// not a queue to keep short. Aggregate and failover (the overflow onto
+// another tier) may use any other usable path, auto those it would spill
+// onto (base RTT within its spill limit, loss at most maxSpillLoss or
+// home's); flow and redundant never move a flow. A metered path counts
+// only while no unmetered one is up, as for picking.
+func (m *Multi) MaySpill(p Packet, paths []PathState, home int) bool {
 	s := m.scheds[0]
 	if p.Class > 0 && p.Class < len(m.scheds) {
 		s = m.scheds[p.Class]
 	}
-	_, ok := s.(*aggregate)
-	return ok
+	if home < 0 || home >= len(paths) {
+		return false
+	}
+	f := filter{full: true}
+	switch s.(type) {
+	case *aggregate, failover:
+	case auto:
+		h := &paths[home]
+		f.tier, f.prio = true, h.Priority
+		f.maxRTT = spillLimit(h.baseRTT())
+		f.maxLoss = max(maxSpillLoss, h.Loss)
+	default:
+		return false
+	}
+	metered := meteredAllowed(paths)
+	for i := range paths {
+		if i != home && f.admits(&paths[i], metered) {
+			return true
+		}
+	}
+	return false
 }

@@ -176,11 +176,12 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 		wait = true
 		// But not where the queue is full because the path is slower
 		// than the inner flows (what leaves it stood there longer than
-		// CoDel's target): waiting would move the standing queue into
-		// the kernel's TUN ring, where the packets of a call wait behind
-		// it too, and hide from the flows that they must slow down.
-		// (Interactive packets still wait: they are few and small.)
-		if len(s.picks) > 0 && !pk.Interactive && links[s.picks[0]].standing.Load() && !s.striping(pk, links, now) {
+		// CoDel's target) and the flow has no other path to spill onto:
+		// waiting would move the standing queue into the kernel's TUN
+		// ring, where the packets of a call wait behind it too, and hide
+		// from the flows that they must slow down. (Interactive packets
+		// still wait: they are few and small.)
+		if len(s.picks) > 0 && !pk.Interactive && links[s.picks[0]].standing(now) && !s.sched.MaySpill(pk, s.states, s.picks[0]) {
 			putBuffer(p.buf)
 			c.DropAQM.Add(1)
 			return queueFull, 0
@@ -202,7 +203,7 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 		}
 	}
 	best := links[s.picks[0]]
-	if !pk.Interactive && len(s.picks) == 1 && best.takeDrop(now) && !s.striping(pk, links, now) {
+	if !pk.Interactive && len(s.picks) == 1 && !s.sched.MaySpill(pk, s.states, s.picks[0]) && best.takeDrop(now) {
 		putBuffer(p.buf) // the path's CoDel called for it (link.measureQueue)
 		c.DropAQM.Add(1)
 		return sent, 0
@@ -265,35 +266,6 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 	best.noteQUIC(now)
 	return sent, 0
 }
-
-// striping reports whether p's flow may be striped over paths: by its
-// scheduler (aggregate), or because the session sent data on more than
-// one path within stripeWindow (failover's spill onto a lower tier once
-// the first is full). Then the paths' queues are how a flow comes to fill
-// more than one path, and their CoDel gives the inner flows no signal: a
-// flow striped over two paths needs a window that covers both and the
-// delay between them. Measured, CoDel's drops took a single upload over
-// the lab's 50 and 20 Mbit/s uplinks from 56 to 43 Mbit/s in aggregate,
-// and from 58 to 45 in failover, below the faster uplink alone. A flow
-// kept on one path (auto's usual case, failover within its first tier)
-// has its queue kept short. The session's sendMu is held.
-func (s *session) striping(p scheduler.Packet, links []*link, now int64) bool {
-	if s.sched.Stripes(p) {
-		return true
-	}
-	n := 0
-	for _, l := range links {
-		if now-l.quicAt < int64(stripeWindow) {
-			n++
-		}
-	}
-	return n > 1
-}
-
-// stripeWindow is how recently a path must have carried data to count
-// as in use for striping: a few round trips of a slow path, so that a
-// spill now and then keeps the session striping.
-const stripeWindow = time.Second
 
 // sendDirect sends p as direct datagrams (transport/direct.go), beside
 // QUIC rather than inside it, in two cases.

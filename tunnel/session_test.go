@@ -791,15 +791,27 @@ func testPacket(t *testing.T, size int) (packetRef, packet.Info) {
 // than the target for an interval make its sender call for a drop, which
 // the TUN reader makes on the next bulk packet for the link, before that
 // packet takes a sequence number; a call's packets are spared, and so is
-// a flow the scheduler stripes over paths (aggregate).
+// a flow the scheduler may spill onto another path (aggregate beside a
+// second path).
 func TestCoDelCallsForDrops(t *testing.T) {
-	for _, mode := range []scheduler.Mode{scheduler.Failover, scheduler.Aggregate} {
-		s, err := newSession(1, mode, 0, nil)
+	for _, tt := range []struct {
+		mode  scheduler.Mode
+		links int
+		drops bool
+	}{
+		{scheduler.Failover, 1, true},
+		{scheduler.Auto, 1, true},
+		{scheduler.Aggregate, 2, false},
+	} {
+		s, err := newSession(1, tt.mode, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		l := testLink("a", 0)
 		s.addLink(l)
+		if tt.links > 1 {
+			s.addLink(testLink("b", 0))
+		}
 		var c Counters
 		// The sender's view: every packet leaving the queue waited 30 ms,
 		// with more behind it, for longer than an interval.
@@ -813,27 +825,27 @@ func TestCoDelCallsForDrops(t *testing.T) {
 			putBuffer(p.buf)
 		}
 		if l.aqmDrop.Load() == 0 {
-			t.Fatalf("%s: no drop called for after a standing queue of 30 ms for %v", mode, aqmInterval+10*time.Millisecond)
+			t.Fatalf("%s: no drop called for after a standing queue of 30 ms for %v", tt.mode, aqmInterval+10*time.Millisecond)
 		}
 		call, info := callPacket(t)
 		if res, _ := s.send(call, &info, nil, &c); res != sent || c.DropAQM.Load() != 0 {
-			t.Fatalf("%s: a call's packet: send = %v, drop_aqm %d; want it sent", mode, res, c.DropAQM.Load())
+			t.Fatalf("%s: a call's packet: send = %v, drop_aqm %d; want it sent", tt.mode, res, c.DropAQM.Load())
 		}
 		seq := s.seq
 		bulk, info := bulkPacket(t)
 		s.send(bulk, &info, nil, &c)
-		if mode == scheduler.Aggregate {
+		if !tt.drops {
 			if c.DropAQM.Load() != 0 {
-				t.Errorf("aggregate: a striped flow's packet was dropped")
+				t.Errorf("%s over %d paths: a flow that may spill was dropped", tt.mode, tt.links)
 			}
 			continue
 		}
 		if c.DropAQM.Load() != 1 || s.seq != seq {
-			t.Errorf("failover: drop_aqm %d, sequence number %d -> %d; want the bulk packet dropped before it took one", c.DropAQM.Load(), seq, s.seq)
+			t.Errorf("%s: drop_aqm %d, sequence number %d -> %d; want the bulk packet dropped before it took one", tt.mode, c.DropAQM.Load(), seq, s.seq)
 		}
 		bulk, info = bulkPacket(t)
 		if res, _ := s.send(bulk, &info, nil, &c); res != sent || c.DropAQM.Load() != 1 {
-			t.Errorf("failover: the next bulk packet: send = %v, drop_aqm %d; want one drop per call", res, c.DropAQM.Load())
+			t.Errorf("%s: the next bulk packet: send = %v, drop_aqm %d; want one drop per call", tt.mode, res, c.DropAQM.Load())
 		}
 	}
 }
@@ -844,7 +856,7 @@ func TestCoDelCallsForDrops(t *testing.T) {
 // packet is dropped at once. A call's packet still waits.
 func TestStandingQueueDropsRatherThanWaits(t *testing.T) {
 	s, l := fullSession(t)
-	l.standing.Store(true)
+	l.standingAt.Store(monotime())
 	var c Counters
 	bulk, info := bulkPacket(t)
 	if res, _ := s.send(bulk, &info, nil, &c); res != queueFull || c.DropAQM.Load() != 1 || c.ReaderWaitNs.Load() != 0 {
@@ -859,6 +871,18 @@ func TestStandingQueueDropsRatherThanWaits(t *testing.T) {
 	putBuffer((<-l.queue).buf) // the sender takes one: room for the waiting packet
 	if res := <-done; res != sent {
 		t.Errorf("call: send = %v, want sent after waiting for room", res)
+	}
+	// A queue that stood an interval ago, the sender idle since, says
+	// nothing of the queue now: a bulk packet waits too.
+	l.standingAt.Store(monotime() - int64(2*aqmInterval))
+	go func() {
+		bulk, info := bulkPacket(t)
+		res, _ := s.send(bulk, &info, nil, &c)
+		done <- res
+	}()
+	putBuffer((<-l.queue).buf)
+	if res := <-done; res != sent || c.DropAQM.Load() != 1 {
+		t.Errorf("bulk after the queue stood long ago: send = %v, drop_aqm %d; want it sent after waiting", res, c.DropAQM.Load())
 	}
 }
 
