@@ -160,7 +160,7 @@ func TestUsagePersists(t *testing.T) {
 }
 
 func TestIsInteractive(t *testing.T) {
-	const tcpFIN, tcpACK = 0x01, 0x10
+	const tcpACK = 0x10
 	tests := []struct {
 		name string
 		pkt  []byte

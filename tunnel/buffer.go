@@ -24,8 +24,8 @@ const (
 // buffer holds one packet at b[headroom:headroom+n].
 type buffer struct {
 	b []byte
-	// queued is when the packet entered a path's queue (monotime), for
-	// the delay the sender's CoDel measures.
+	// queued is when the packet was offered to a path's queue (monotime;
+	// a wait for room counts), for the delay the sender's CoDel measures.
 	queued int64
 }
 

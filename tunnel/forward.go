@@ -151,7 +151,12 @@ func forward(s *session, p packetRef, info *packet.Info, budget *waitBudget, w *
 	}
 }
 
-const tcpSYN = 0x02
+// TCP flags.
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+)
 
 // The concentrator's TUN reader serves every client. A client whose path
 // cannot take what is sent to it (QUIC's congestion window; a path gone

@@ -74,9 +74,9 @@ const (
 	minBusyDeadAfter = 150 * time.Millisecond
 	// aqmInterval and aqmTarget are CoDel's parameters for a path's queue
 	// (see measureQueue): RFC 8289's 100 ms and 5 ms, for the round trips
-	// of the Internet's flows. A path with a longer round trip uses it as
-	// the interval, and a twentieth of it as the target, since the inner
-	// flows cannot react sooner than it.
+	// of the Internet's flows. A path with a longer base round trip uses
+	// it as the interval, and a twentieth of it as the target, since the
+	// inner flows cannot react sooner than it.
 	aqmInterval = 100 * time.Millisecond
 	aqmTarget   = 5 * time.Millisecond
 )
@@ -114,7 +114,7 @@ type link struct {
 	// longer than CoDel's target (monotime; 0 if the last one had not):
 	// the TUN reader then drops rather than wait for room (see standing).
 	standingAt atomic.Int64
-	lost     []uint64 // sequence numbers QUIC lost, owned by the sender
+	lost       []uint64 // sequence numbers QUIC lost, owned by the sender
 	// quicAt is when the session last queued data for QUIC on the link,
 	// and quicSince when it began to after a quiet gap (monotime; see
 	// drained). The session's sendMu guards both.
@@ -148,6 +148,7 @@ type link struct {
 	unanswered atomic.Int64
 	lastData   atomic.Int64 // monotime of the last data datagram received
 	rtt        atomic.Int64 // smoothed RTT in nanoseconds
+	minRTT     atomic.Int64 // QUIC's minimum RTT in nanoseconds: the path without queueing
 	mtu        atomic.Int32 // largest inner packet the path carries now
 	txPackets  atomic.Uint64
 	txBytes    atomic.Uint64
@@ -332,6 +333,7 @@ func (l *link) refresh(mtu bool) {
 	l.estMu.Lock()
 	if s.SmoothedRTT > 0 {
 		l.rtt.Store(int64(s.SmoothedRTT))
+		l.minRTT.Store(int64(s.MinRTT))
 		l.est.SetRTT(s.SmoothedRTT, s.MinRTT, s.RTTVar)
 	}
 	if !l.countLoss && l.path.Settled() {
@@ -553,18 +555,25 @@ func (l *link) sender(ctx context.Context) error {
 // over 50 and 20 Mbit/s uplinks fell to 0.62 of their sum and 0.85 of
 // the faster one alone (split 96:4).
 func (l *link) measureQueue(p packetRef, now int64) {
-	l.aqm.Interval = max(aqmInterval, time.Duration(l.rtt.Load()))
+	l.aqm.Interval = l.aqmInterval()
 	l.aqm.Target = max(aqmTarget, l.aqm.Interval/20)
-	sojourn := time.Duration(now - p.buf.queued)
-	if l.aqm.Drop(time.Duration(now), sojourn, len(l.queue) > 0) {
+	sojourn, backlog := time.Duration(now-p.buf.queued), len(l.queue) > 0
+	if l.aqm.Drop(time.Duration(now), sojourn, backlog) {
 		l.aqmDrop.Store(now)
 	}
 	switch {
-	case sojourn >= l.aqm.Target:
+	case sojourn >= l.aqm.Target && backlog:
 		l.standingAt.Store(now)
 	case l.standingAt.Load() != 0:
 		l.standingAt.Store(0)
 	}
+}
+
+// aqmInterval is CoDel's interval for the link: aqmInterval, or the
+// path's round trip without queueing when longer (the smoothed RTT would
+// grow with the very queue CoDel is to keep short).
+func (l *link) aqmInterval() time.Duration {
+	return max(aqmInterval, time.Duration(l.minRTT.Load()))
 }
 
 // standing reports whether the link's queue stands: what last left it
@@ -572,7 +581,7 @@ func (l *link) measureQueue(p packetRef, now int64) {
 // sender idle since says nothing of the queue a burst just filled).
 func (l *link) standing(now int64) bool {
 	at := l.standingAt.Load()
-	return at != 0 && now-at < int64(aqmInterval)
+	return at != 0 && now-at < int64(l.aqmInterval())
 }
 
 // takeDrop reports whether the sender's CoDel calls for a drop now, and
@@ -583,7 +592,7 @@ func (l *link) takeDrop(now int64) bool {
 		return false
 	}
 	at := l.aqmDrop.Swap(0)
-	return at != 0 && now-at < int64(max(aqmInterval, time.Duration(l.rtt.Load())))
+	return at != 0 && now-at < int64(l.aqmInterval())
 }
 
 // nextUrgent takes the oldest resend from the urgent queue, dropping what

@@ -181,7 +181,7 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 		// ring, where the packets of a call wait behind it too, and hide
 		// from the flows that they must slow down. (Interactive packets
 		// still wait: they are few and small.)
-		if len(s.picks) > 0 && !pk.Interactive && links[s.picks[0]].standing(now) && !s.sched.MaySpill(pk, s.states, s.picks[0]) {
+		if len(s.picks) > 0 && droppable(pk, &si) && links[s.picks[0]].standing(now) && !s.sched.MaySpill(pk, s.states, s.picks[0]) {
 			putBuffer(p.buf)
 			c.DropAQM.Add(1)
 			return queueFull, 0
@@ -203,7 +203,7 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 		}
 	}
 	best := links[s.picks[0]]
-	if !pk.Interactive && len(s.picks) == 1 && !s.sched.MaySpill(pk, s.states, s.picks[0]) && best.takeDrop(now) {
+	if len(s.picks) == 1 && best.aqmDrop.Load() != 0 && droppable(pk, &si) && s.sched.Copies(pk) <= 1 && !s.sched.MaySpill(pk, s.states, s.picks[0]) && best.takeDrop(now) {
 		putBuffer(p.buf) // the path's CoDel called for it (link.measureQueue)
 		c.DropAQM.Add(1)
 		return sent, 0
@@ -266,6 +266,25 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 	best.noteQUIC(now)
 	return sent, 0
 }
+
+// droppable reports whether the AQM may drop a packet (link.measureQueue):
+// a bulk one, 512 bytes or more of TCP data or UDP, since a drop is to
+// tell a flow that sends much to slow down. Not a SYN, RST or FIN (a lost
+// SYN costs its connection a second), nor ICMP, nor an interactive packet.
+func droppable(pk scheduler.Packet, si *scheduler.Info) bool {
+	switch {
+	case pk.Interactive || si.Size < minDroppable:
+		return false
+	case si.Proto == scheduler.ProtoTCP:
+		return si.Payload > 0 && si.TCPFlags&(tcpSYN|tcpRST|tcpFIN) == 0
+	default:
+		return si.Proto == scheduler.ProtoUDP
+	}
+}
+
+// minDroppable is the smallest packet the AQM drops: smaller ones are
+// keystrokes, acknowledgements and control, which make no queue.
+const minDroppable = 512
 
 // sendDirect sends p as direct datagrams (transport/direct.go), beside
 // QUIC rather than inside it, in two cases.

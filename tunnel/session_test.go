@@ -810,7 +810,13 @@ func TestCoDelCallsForDrops(t *testing.T) {
 		l := testLink("a", 0)
 		s.addLink(l)
 		if tt.links > 1 {
-			s.addLink(testLink("b", 0))
+			// b is full: the packets go on a, whose drop is called for,
+			// and b is where the flow may spill once it has room.
+			b := testLink("b", 0)
+			for range cap(b.queue) {
+				b.queue <- filler()
+			}
+			s.addLink(b)
 		}
 		var c Counters
 		// The sender's view: every packet leaving the queue waited 30 ms,
@@ -835,8 +841,9 @@ func TestCoDelCallsForDrops(t *testing.T) {
 		bulk, info := bulkPacket(t)
 		s.send(bulk, &info, nil, &c)
 		if !tt.drops {
-			if c.DropAQM.Load() != 0 {
-				t.Errorf("%s over %d paths: a flow that may spill was dropped", tt.mode, tt.links)
+			if c.DropAQM.Load() != 0 || len(l.queue) != 2 || l.aqmDrop.Load() == 0 {
+				t.Errorf("%s over %d paths: drop_aqm %d, %d packets on the path that called for a drop (want 2), call still pending %v; want the call left alone for a flow that may spill",
+					tt.mode, tt.links, c.DropAQM.Load(), len(l.queue), l.aqmDrop.Load() != 0)
 			}
 			continue
 		}
@@ -847,6 +854,33 @@ func TestCoDelCallsForDrops(t *testing.T) {
 		if res, _ := s.send(bulk, &info, nil, &c); res != sent || c.DropAQM.Load() != 1 {
 			t.Errorf("%s: the next bulk packet: send = %v, drop_aqm %d; want one drop per call", tt.mode, res, c.DropAQM.Load())
 		}
+	}
+}
+
+// TestDroppable: the AQM drops bulk packets only.
+func TestDroppable(t *testing.T) {
+	data := scheduler.Info{Proto: scheduler.ProtoTCP, Size: 1400, Payload: 1360, TCPFlags: 0x10}
+	for _, tt := range []struct {
+		name string
+		info scheduler.Info
+		want bool
+	}{
+		{"TCP data", data, true},
+		{"UDP datagram", scheduler.Info{Proto: scheduler.ProtoUDP, Size: 1200, Payload: 1172}, true},
+		{"small TCP data", scheduler.Info{Proto: scheduler.ProtoTCP, Size: 100, Payload: 60, TCPFlags: 0x18}, false},
+		{"SYN with data", scheduler.Info{Proto: scheduler.ProtoTCP, Size: 1400, Payload: 1360, TCPFlags: tcpSYN}, false},
+		{"FIN with data", scheduler.Info{Proto: scheduler.ProtoTCP, Size: 1400, Payload: 1360, TCPFlags: 0x10 | tcpFIN}, false},
+		{"ICMP", scheduler.Info{Proto: 1, Size: 1400, Payload: -1}, false},
+		{"fragment", scheduler.Info{Proto: scheduler.ProtoTCP, Size: 1400, Payload: -1}, false},
+	} {
+		pk := scheduler.Packet{Size: tt.info.Size, Interactive: scheduler.IsInteractive(&tt.info)}
+		if got := droppable(pk, &tt.info); got != tt.want {
+			t.Errorf("%s: droppable = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	pk := scheduler.Packet{Size: 1400, Interactive: true} // a class's
+	if droppable(pk, &data) {
+		t.Error("an interactive class's data: droppable")
 	}
 }
 
