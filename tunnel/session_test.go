@@ -75,13 +75,7 @@ func TestStuckQueueDrops(t *testing.T) {
 // (nil: none, as the client's).
 func sendOneWithin(t *testing.T, s *session, b *waitBudget, c *Counters) sendResult {
 	t.Helper()
-	pkt := udp4(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 1200, true)
-	buf := getBuffer(len(pkt))
-	p := packetRef{buf: buf, n: copy(buf.b[headroom:], pkt)}
-	info, err := packet.Parse(p.packet())
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, info := parsedPacket(t, udp4(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 1200, true))
 	res, _ := s.send(p, &info, b, c)
 	return res
 }
@@ -777,7 +771,12 @@ func callPacket(t *testing.T) (packetRef, packet.Info) { return testPacket(t, 18
 
 func testPacket(t *testing.T, size int) (packetRef, packet.Info) {
 	t.Helper()
-	pkt := udp4To(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 9000, size)
+	return parsedPacket(t, udp4To(netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("10.210.0.2"), 9000, size))
+}
+
+// parsedPacket puts pkt in a pooled buffer and parses it.
+func parsedPacket(t *testing.T, pkt []byte) (packetRef, packet.Info) {
+	t.Helper()
 	buf := getBuffer(len(pkt))
 	p := packetRef{buf: buf, n: copy(buf.b[headroom:], pkt)}
 	info, err := packet.Parse(p.packet())
