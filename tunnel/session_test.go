@@ -945,3 +945,33 @@ func TestInteractivePassesReorder(t *testing.T) {
 		}
 	}
 }
+
+// TestNoAQMRightAfterFailover: within aqmGrace of a path going down, the
+// survivor's queue carries the flows across; the AQM drops nothing.
+func TestNoAQMRightAfterFailover(t *testing.T) {
+	s, a, b := twoLinks(t)
+	s.addLink(a)
+	s.addLink(b)
+	var c Counters
+	s.failover(&c) // both up
+	before := s.diedAt
+	a.lastRecv.Store(-int64(time.Hour)) // a goes silent: dead at the next look
+	s.failover(&c)
+	if s.diedAt == before {
+		t.Fatal("the session did not note the path going down")
+	}
+	send := func() {
+		b.aqmDrop.Store(monotime())
+		bulk, info := bulkPacket(t)
+		s.send(bulk, &info, nil, &c)
+	}
+	send()
+	if n := c.DropAQM.Load(); n != 0 {
+		t.Fatalf("drop_aqm %d right after a path went down, want 0", n)
+	}
+	s.diedAt = monotime() - int64(aqmGrace) // the grace is over
+	send()
+	if n := c.DropAQM.Load(); n != 1 {
+		t.Errorf("drop_aqm %d after the grace, want 1", n)
+	}
+}
