@@ -109,9 +109,7 @@ func (auto) Pick(dst []int, p Packet, paths []PathState) []int {
 	if !home.saturated() || !(home.Rate > 0) {
 		return dst
 	}
-	spill := up
-	spill.maxRTT = spillLimit(home.baseRTT())
-	spill.maxLoss = max(maxSpillLoss, home.Loss) // the home stays a candidate
+	spill := spillFilter(up, home)
 	if d := earliest(dst[:start], p.Size, paths, metered, spill, home.Rate); len(d) > start {
 		return d
 	}
@@ -248,6 +246,15 @@ func spreadLimit(rtt time.Duration) time.Duration {
 // spills onto any lower tier, 1.12 to 1.26.
 func spillLimit(rtt time.Duration) time.Duration {
 	return max(2*rtt, rtt+maxSpillSpread)
+}
+
+// spillFilter narrows f to the paths a saturated home may spill onto:
+// base RTT within its spill limit, loss at most maxSpillLoss (or the
+// home's, so that the home stays a candidate).
+func spillFilter(f filter, home *PathState) filter {
+	f.maxRTT = spillLimit(home.baseRTT())
+	f.maxLoss = max(maxSpillLoss, home.Loss)
+	return f
 }
 
 // saturated reports whether the path's send queue is building, or the

@@ -85,6 +85,3 @@ func (c *CoDel) okToDrop(now, sojourn time.Duration, backlog bool) bool {
 func (c *CoDel) controlLaw(t time.Duration) time.Duration {
 	return t + time.Duration(float64(c.Interval)/math.Sqrt(float64(c.count)))
 }
-
-// Dropping reports whether c is in its dropping state.
-func (c *CoDel) Dropping() bool { return c.dropping }

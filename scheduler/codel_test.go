@@ -64,10 +64,10 @@ func TestCoDelLastPacketIsNotAQueue(t *testing.T) {
 func TestCoDelStopsWhenDelayFalls(t *testing.T) {
 	c := newCoDel()
 	now := time.Second
-	for ; !c.Dropping(); now += time.Millisecond {
+	for ; !c.dropping; now += time.Millisecond {
 		c.Drop(now, 50*time.Millisecond, true)
 	}
-	if c.Drop(now, time.Millisecond, true) || c.Dropping() {
+	if c.Drop(now, time.Millisecond, true) || c.dropping {
 		t.Fatal("still dropping with the delay below target")
 	}
 }

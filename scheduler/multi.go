@@ -64,11 +64,16 @@ func (m *Multi) Packet(info *Info, flow uint64) Packet {
 // Pick picks with the Scheduler of p's Class; a Class out of range is
 // the default one.
 func (m *Multi) Pick(dst []int, p Packet, paths []PathState) []int {
-	s := m.scheds[0]
+	return m.schedFor(p).Pick(dst, p, paths)
+}
+
+// schedFor returns the Scheduler of p's Class, the default one for a
+// Class out of range.
+func (m *Multi) schedFor(p Packet) Scheduler {
 	if p.Class > 0 && p.Class < len(m.scheds) {
-		s = m.scheds[p.Class]
+		return m.scheds[p.Class]
 	}
-	return s.Pick(dst, p, paths)
+	return m.scheds[0]
 }
 
 // Copies returns how many copies of p its Scheduler wants: those of its
@@ -77,11 +82,7 @@ func (m *Multi) Pick(dst []int, p Packet, paths []PathState) []int {
 // copies and paced by its application), and may send the copies that the
 // usable paths are short of on the same path.
 func (m *Multi) Copies(p Packet) int {
-	s := m.scheds[0]
-	if p.Class > 0 && p.Class < len(m.scheds) {
-		s = m.scheds[p.Class]
-	}
-	if r, ok := s.(redundant); ok {
+	if r, ok := m.schedFor(p).(redundant); ok {
 		return r.n
 	}
 	return 0
@@ -96,21 +97,15 @@ func (m *Multi) Copies(p Packet) int {
 // home's); flow and redundant never move a flow. A metered path counts
 // only while no unmetered one is up, as for picking.
 func (m *Multi) MaySpill(p Packet, paths []PathState, home int) bool {
-	s := m.scheds[0]
-	if p.Class > 0 && p.Class < len(m.scheds) {
-		s = m.scheds[p.Class]
-	}
 	if home < 0 || home >= len(paths) {
 		return false
 	}
 	f := filter{full: true}
-	switch s.(type) {
+	switch m.schedFor(p).(type) {
 	case *aggregate, failover:
 	case auto:
 		h := &paths[home]
-		f.tier, f.prio = true, h.Priority
-		f.maxRTT = spillLimit(h.baseRTT())
-		f.maxLoss = max(maxSpillLoss, h.Loss)
+		f = spillFilter(filter{full: true, tier: true, prio: h.Priority}, h)
 	default:
 		return false
 	}

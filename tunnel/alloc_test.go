@@ -19,6 +19,7 @@ func testLink(name string, prio int) *link {
 	l := &link{name: name, hello: transport.Hello{Priority: prio, Weight: 1}, queue: make(chan packetRef, sendQueueLen), wake: make(chan struct{}, 1)}
 	l.lastRecv.Store(monotime())
 	l.mtu.Store(1400)
+	l.tuneAQM()
 	return l
 }
 

@@ -336,6 +336,7 @@ func (l *link) refresh(mtu bool) {
 		l.minRTT.Store(int64(s.MinRTT))
 		l.est.SetRTT(s.SmoothedRTT, s.MinRTT, s.RTTVar)
 	}
+	l.tuneAQM()
 	if !l.countLoss && l.path.Settled() {
 		l.countLoss = true
 		l.path.ForgetLosses() // what was sent before is slow start's
@@ -555,8 +556,6 @@ func (l *link) sender(ctx context.Context) error {
 // over 50 and 20 Mbit/s uplinks fell to 0.62 of their sum and 0.85 of
 // the faster one alone (split 96:4).
 func (l *link) measureQueue(p packetRef, now int64) {
-	l.aqm.Interval = l.aqmInterval()
-	l.aqm.Target = max(aqmTarget, l.aqm.Interval/20)
 	sojourn, backlog := time.Duration(now-p.buf.queued), len(l.queue) > 0
 	if l.aqm.Drop(time.Duration(now), sojourn, backlog) {
 		l.aqmDrop.Store(now)
@@ -567,6 +566,14 @@ func (l *link) measureQueue(p packetRef, now int64) {
 	case l.standingAt.Load() != 0:
 		l.standingAt.Store(0)
 	}
+}
+
+// tuneAQM sets CoDel's parameters from the path's base RTT. The sender
+// owns l.aqm: refresh calls it on the sender's ticks, and in newLink
+// before the sender starts.
+func (l *link) tuneAQM() {
+	l.aqm.Interval = l.aqmInterval()
+	l.aqm.Target = max(aqmTarget, l.aqm.Interval/20)
 }
 
 // aqmInterval is CoDel's interval for the link: aqmInterval, or the
