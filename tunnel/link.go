@@ -146,6 +146,15 @@ type link struct {
 	// unanswered is the monotime of the first data datagram sent after
 	// the path was last heard from (see alive); set by the sender.
 	unanswered atomic.Int64
+	// sendingSince is the monotime at which the sender called Path.Send,
+	// 0 when it is not in it. Send blocks while quic-go's datagram queue
+	// is full, that is while QUIC's congestion window is full of data in
+	// flight: a sender blocked since before the path was last heard from
+	// has data unanswered since then, though no Send returned after it
+	// to set unanswered (measured in the failover report: a saturated
+	// path cut silently was given up only by deadAfter, 250-290 ms after
+	// the cut, where busyDeadAfter was 165 ms).
+	sendingSince atomic.Int64
 	lastData   atomic.Int64 // monotime of the last data datagram received
 	rtt        atomic.Int64 // smoothed RTT in nanoseconds
 	minRTT     atomic.Int64 // QUIC's minimum RTT in nanoseconds: the path without queueing
@@ -254,7 +263,11 @@ func (l *link) alive(now int64) bool {
 		return true
 	}
 	heard := l.heard()
-	if u := l.unanswered.Load(); u > heard && now-u > l.busyDeadAfter() {
+	u := l.unanswered.Load()
+	if s := l.sendingSince.Load(); s != 0 && u <= heard {
+		u = max(s, heard+1) // blocked in Send: unanswered since it blocked, or since heard
+	}
+	if u > heard && now-u > l.busyDeadAfter() {
 		return false // data went out and nothing came back: a path gone silent under load
 	}
 	return now-heard < l.deadAfter()
@@ -488,7 +501,7 @@ func (l *link) sender(ctx context.Context) error {
 					return err
 				}
 			case probe := <-l.probes:
-				l.path.Send(probe[:])
+				l.send(probe[:])
 			case <-l.path.Done():
 				return l.path.Err()
 			case <-ctx.Done():
@@ -509,7 +522,7 @@ func (l *link) sender(ctx context.Context) error {
 				return err
 			}
 		case probe := <-l.probes:
-			l.path.Send(probe[:])
+			l.send(probe[:])
 		case <-l.path.Lost():
 			if err := l.resendLost(); err != nil {
 				return err
@@ -610,6 +623,14 @@ func (l *link) nextUrgent() (packetRef, bool) {
 	return p, ok
 }
 
+// send hands b to QUIC, noting while it blocks (see sendingSince).
+func (l *link) send(b []byte) error {
+	l.sendingSince.Store(monotime())
+	err := l.path.Send(b)
+	l.sendingSince.Store(0)
+	return err
+}
+
 // sendData sends p; resent says it is the resend of a datagram QUIC lost.
 func (l *link) sendData(p packetRef, resent bool) error {
 	for !l.sent.hand(p) { // the path went down since p was queued for it
@@ -617,7 +638,7 @@ func (l *link) sendData(p packetRef, resent bool) error {
 			return nil
 		}
 	}
-	err := l.path.Send(p.datagram())
+	err := l.send(p.datagram())
 	n := p.n
 	if err == nil {
 		now := monotime()
@@ -742,7 +763,7 @@ func (w *warmup) pad(l *link) error {
 	// Data waiting in the link's queue goes first, and fills the window
 	// as well as padding would.
 	for len(l.queue) == 0 && l.path.Backlog() < warmupQueue && w.left > 0 {
-		err := l.path.Send(w.buf)
+		err := l.send(w.buf)
 		if tl := (*transport.DatagramTooLargeError)(nil); errors.As(err, &tl) {
 			l.mtu.Store(int32(tl.Max - transport.HeaderLen))
 			w.ready = closedChan // again, at the new size

@@ -628,6 +628,40 @@ func TestBusyPathGivenUpWhenUnanswered(t *testing.T) {
 	}
 }
 
+// TestBlockedSendCountsAsUnanswered: a sender blocked in Send (QUIC's
+// window full of data in flight) since before the path was last heard
+// from has data unanswered since then, though no Send returned after it:
+// the path is given up after busyDeadAfter, not deadAfter.
+func TestBlockedSendCountsAsUnanswered(t *testing.T) {
+	l := testLink("a", 0)
+	l.probe = true
+	l.probeEvery.Store(int64(probeInterval))
+	l.rtt.Store(int64(40 * time.Millisecond))
+	busy := l.busyDeadAfter()
+	heard := int64(10 * time.Hour)
+	l.lastRecv.Store(heard)
+	l.unanswered.Store(heard - int64(time.Millisecond)) // the last Send returned before the last answer
+	l.sendingSince.Store(heard - 2*int64(time.Millisecond))
+	if !l.alive(heard + busy) {
+		t.Error("down before busyDeadAfter passed")
+	}
+	if l.alive(heard + busy + 5*int64(time.Millisecond)) {
+		t.Error("still up although its sender has been blocked unanswered for longer than busyDeadAfter")
+	}
+	l.sendingSince.Store(0) // Send returned: the window opened
+	if !l.alive(heard + busy + 5*int64(time.Millisecond)) {
+		t.Error("down with no data unanswered, within deadAfter")
+	}
+	// Blocked since after the last answer: unanswered from then on.
+	l.sendingSince.Store(heard + 50*int64(time.Millisecond))
+	if !l.alive(heard + busy + 5*int64(time.Millisecond)) {
+		t.Error("down before busyDeadAfter passed since Send blocked")
+	}
+	if l.alive(heard + 50*int64(time.Millisecond) + busy + 5*int64(time.Millisecond)) {
+		t.Error("still up after Send blocked unanswered for longer than busyDeadAfter")
+	}
+}
+
 // TestLinkDownBeforeFirstLook: a link that dies before the session ever
 // looked at it (its uplink's carrier lost just after its handshake) has
 // gone down all the same: what it sent is resent, and the concentrator
