@@ -155,16 +155,16 @@ type link struct {
 	// path cut silently was given up only by deadAfter, 250-290 ms after
 	// the cut, where busyDeadAfter was 165 ms).
 	sendingSince atomic.Int64
-	lastData   atomic.Int64 // monotime of the last data datagram received
-	rtt        atomic.Int64 // smoothed RTT in nanoseconds
-	minRTT     atomic.Int64 // QUIC's minimum RTT in nanoseconds: the path without queueing
-	mtu        atomic.Int32 // largest inner packet the path carries now
-	txPackets  atomic.Uint64
-	txBytes    atomic.Uint64
-	padBytes   atomic.Uint64 // warm-up padding sent (see warmup)
-	rxPackets  atomic.Uint64
-	rxBytes    atomic.Uint64
-	peer       atomic.Pointer[transport.Report]
+	lastData     atomic.Int64 // monotime of the last data datagram received
+	rtt          atomic.Int64 // smoothed RTT in nanoseconds
+	minRTT       atomic.Int64 // QUIC's minimum RTT in nanoseconds: the path without queueing
+	mtu          atomic.Int32 // largest inner packet the path carries now
+	txPackets    atomic.Uint64
+	txBytes      atomic.Uint64
+	padBytes     atomic.Uint64 // warm-up padding sent (see warmup)
+	rxPackets    atomic.Uint64
+	rxBytes      atomic.Uint64
+	peer         atomic.Pointer[transport.Report]
 
 	// highestSeq is the highest data sequence number received on this
 	// path, set by the session's deliver under its rxMu.
