@@ -232,9 +232,10 @@ func (c *Client) Run(ctx context.Context) error {
 		wg.Go(func() { c.followMTU(ctx) })
 	}
 	wg.Go(func() {
-		every(ctx, probeInterval, func() {
-			c.sess.failover(&c.counters)
+		watch(ctx, probeInterval, func() int64 {
+			next := c.sess.failover(&c.counters)
 			c.sess.updateHold(c.writer)
+			return next
 		})
 	})
 	wg.Go(func() { c.sess.announcePaths(ctx, &c.counters) })

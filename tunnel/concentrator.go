@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"runtime/debug"
@@ -207,7 +208,7 @@ func (c *Concentrator) Run(ctx context.Context) error {
 	wg.Go(func() { c.accept(ctx, &wg) })
 	wg.Go(func() { c.reap(ctx) })
 	wg.Go(func() { c.releaseMemory(ctx) })
-	wg.Go(func() { every(ctx, probeInterval, c.failover) })
+	wg.Go(func() { watch(ctx, probeInterval, c.failover) })
 	for shard := range c.ln.DirectShards() {
 		wg.Go(func() { c.receiveDirect(ctx, shard) })
 	}
@@ -421,14 +422,17 @@ func (c *Concentrator) join(pr *peer, l *link) (*session, error) {
 }
 
 // failover resends what paths that went down had in flight, for sessions
-// whose inner flows have stopped sending (the TUN reader sees the others).
-func (c *Concentrator) failover() {
+// whose inner flows have stopped sending (the TUN reader sees the others),
+// and returns when it should run again at the latest (session.failover).
+func (c *Concentrator) failover() (next int64) {
+	next = math.MaxInt64
 	for _, pr := range c.peers {
 		if s := pr.sess.Load(); s != nil {
-			s.failover(&c.counters)
+			next = min(next, s.failover(&c.counters))
 			s.updateHold(c.writer)
 		}
 	}
+	return next
 }
 
 // reap ends sessions that have had no path for the grace period.

@@ -20,10 +20,10 @@ type Counters struct {
 	DropSendFailed atomic.Uint64 // the path refused the datagram
 	ICMPSent       atomic.Uint64 // "too big" messages written to the TUN
 	MSSClamped     atomic.Uint64 // SYNs whose MSS we lowered
-	Resent         atomic.Uint64 // in flight on a path that died: sent again on another
+	Resent         atomic.Uint64 // in flight on (or held for) a path that died: sent on another
 	ResendSkipped  atomic.Uint64 // in flight on a path that died, not sent again: the peer said it had it
 	ResendExpired  atomic.Uint64 // in flight on a path that died, held back for the peer's answer, which came too late
-	ResendNoRoom   atomic.Uint64 // in flight on a path that died, not sent again: its turn came later than maxResendWait, or no room
+	ResendNoRoom   atomic.Uint64 // in flight on a path that died, not sent again: its turn came later than maxResendWait, no room, or no path
 	LossResent     atomic.Uint64 // in a packet QUIC declared lost: sent again
 	DirectTx       atomic.Uint64 // direct datagrams sent (transport/direct.go), copies included
 	DirectRx       atomic.Uint64 // direct datagrams accepted

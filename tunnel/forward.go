@@ -102,6 +102,29 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 	}
 }
 
+// minWatch is the shortest wait between two calls of watch's function:
+// a path's silentAt read just after a look found it up may already have
+// passed, and the next look, this much later, takes it out of use.
+const minWatch = time.Millisecond
+
+// watch calls look at once, then every interval, and sooner where look
+// asks for it: look returns the monotime at which it should run again at
+// the latest (the first of the paths it saw up goes out of use then,
+// unless heard from), so that a path gone silent under load is given up
+// when its time comes, not up to an interval later.
+func watch(ctx context.Context, interval time.Duration, look func() (next int64)) {
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	for {
+		t.Reset(min(interval, max(minWatch, time.Duration(look()-monotime()))))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // ipv4Overhead and ipv6Overhead are the IP and TCP headers that an MSS
 // excludes from the MTU.
 const (

@@ -259,18 +259,24 @@ func (l *link) alive(now int64) bool {
 	if l.dead.Load() || l.peerDown.Load() || l.carrierDown != nil && l.carrierDown.Load() {
 		return false
 	}
-	if now < l.graceUntil.Load() {
-		return true
-	}
+	return now < l.silentAt()
+}
+
+// silentAt is when the path goes out of use unless it is heard from
+// before: deadAfter after it was last heard from, or, where data sent
+// since went unanswered, busyDeadAfter after that data went out (a path
+// gone silent under load); never within its grace period.
+func (l *link) silentAt() int64 {
 	heard := l.heard()
+	at := heard + l.deadAfter()
 	u := l.unanswered.Load()
 	if s := l.sendingSince.Load(); s != 0 && u <= heard {
 		u = max(s, heard+1) // blocked in Send: unanswered since it blocked, or since heard
 	}
-	if u > heard && now-u > l.busyDeadAfter() {
-		return false // data went out and nothing came back: a path gone silent under load
+	if u > heard {
+		at = min(at, u+l.busyDeadAfter())
 	}
-	return now-heard < l.deadAfter()
+	return max(at, l.graceUntil.Load())
 }
 
 // failedHere says the path went down on this host's side: its interface
@@ -422,11 +428,26 @@ func (l *link) queueWait() time.Duration {
 	return min(max(2*time.Duration(l.rtt.Load()), minQueueWait), maxQueueWait)
 }
 
+// roomWait is how long the TUN reader waits for room in the link's full
+// queue: queueWait, or, if that is sooner, until the path goes out of use
+// should it stay silent (silentAt), at most maxQueueWait. A queue that
+// stays full may be that of a path gone silent under load, whose sender
+// is stuck in Send: once the path is given up, the packet goes on
+// another, where a wait that ended before dropped it, a hole the inner
+// TCP filled only after its queue on the surviving path (measured in the
+// failover report: 600 ms after the cut).
+func (l *link) roomWait(now int64) time.Duration {
+	d := l.queueWait()
+	if at := time.Duration(l.silentAt()-now) + minWatch; at > d {
+		d = min(at, maxQueueWait)
+	}
+	return d
+}
+
 // enqueueWait queues p, waiting while the queue is full, but no longer
 // than d, the link's end or a wake-up (interrupt). It reports whether p
-// was queued, and whether a wake-up ended the wait, in which case p is
-// still the caller's; otherwise, if p was not queued, it is freed. t is
-// the caller's timer, stopped.
+// was queued, and whether a wake-up ended the wait; if p was not queued,
+// it is still the caller's. t is the caller's timer, stopped.
 func (l *link) enqueueWait(p packetRef, t *time.Timer, d time.Duration) (queued, woken bool) {
 	p.buf.queued = monotime()
 	select {
@@ -435,7 +456,6 @@ func (l *link) enqueueWait(p packetRef, t *time.Timer, d time.Duration) (queued,
 	default:
 	}
 	if d <= 0 {
-		putBuffer(p.buf)
 		return false, false
 	}
 	if l.alive(monotime()) {
@@ -454,7 +474,6 @@ func (l *link) enqueueWait(p packetRef, t *time.Timer, d time.Duration) (queued,
 	case <-l.stopped:
 	case <-t.C:
 	}
-	putBuffer(p.buf)
 	return false, false
 }
 

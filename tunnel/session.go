@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"math"
 	"net/netip"
 	"slices"
 	"sync"
@@ -228,26 +229,31 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 			copy(ref.datagram(), p.datagram())
 		}
 		if k == 0 && wait {
-			d := links[i].queueWait()
+			l := links[i]
+			d := l.roomWait(now)
 			if budget != nil {
 				d = min(d, budget.left)
 			}
 			start := monotime()
 			var woken bool
-			queued, woken = links[i].enqueueWait(ref, s.timer, d)
+			queued, woken = l.enqueueWait(ref, s.timer, d)
 			waited := time.Duration(monotime() - start)
 			c.ReaderWaitNs.Add(uint64(waited))
 			if budget != nil {
 				budget.left -= waited
 			}
-			if woken {
-				// The path may have gone down: look now (resending what
-				// it had in flight), and send the packet after that, on
-				// the paths the scheduler picks then.
+			switch {
+			case woken || !queued && !l.alive(monotime()):
+				// The path may have gone down, or has (silent until its
+				// time came): look now (resending what it had in
+				// flight), and send the packet after that, with those
+				// resends, on the paths the scheduler picks then.
 				links = s.look(c)
 				one := [1]packetRef{ref}
-				s.queueOn(links, one[:], monotime(), false, c)
+				s.requeue(links, one[:], monotime(), c)
 				queued = true
+			case !queued:
+				putBuffer(ref.buf)
 			}
 			continue
 		}
@@ -362,11 +368,19 @@ func (s *session) sendDirect(links []*link, copies int, p packetRef, limited boo
 // failover resends what the links that went down since the last look had
 // in flight. The TUN reader looks at every packet; the endpoint also calls
 // failover periodically and on kernel link events, since the inner flows
-// may send nothing more until what they lost is recovered.
-func (s *session) failover(c *Counters) {
+// may send nothing more until what they lost is recovered. It returns
+// when the first of the links still up goes out of use unless heard from
+// (link.silentAt): when the endpoint should look again.
+func (s *session) failover(c *Counters) (next int64) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
-	s.look(c)
+	next = math.MaxInt64
+	for _, l := range s.look(c) {
+		if l.wasUp {
+			next = min(next, l.silentAt())
+		}
+	}
+	return next
 }
 
 // look resends the in-flight datagrams of the links that went down since
@@ -507,14 +521,6 @@ func (s *session) resendMissing(m *transport.Missing, c *Counters) {
 // before anything else, and which never make the session wait (see
 // urgentQueue). s.sendMu is held.
 func (s *session) requeue(links []*link, pkts []packetRef, now int64, c *Counters) {
-	s.queueOn(links, pkts, now, true, c)
-}
-
-// queueOn queues pkts as requeue does (resends), or in the paths' queues,
-// waiting for room as the TUN reader does but for maxResendWait in all (a
-// packet the TUN reader held while its path went down).
-func (s *session) queueOn(links []*link, pkts []packetRef, now int64, resends bool, c *Counters) {
-	until := now + int64(maxResendWait)
 	for k, p := range pkts {
 		pkts[k] = packetRef{}
 		info, err := packet.Parse(p.packet())
@@ -531,25 +537,15 @@ func (s *session) queueOn(links []*link, pkts []packetRef, now int64, resends bo
 		s.picks = s.sched.Pick(s.picks[:0], pk, s.states)
 		if len(s.picks) == 0 || p.n > int(links[s.picks[0]].mtu.Load()) {
 			putBuffer(p.buf)
+			c.ResendNoRoom.Add(1)
 			continue
 		}
 		l := links[s.picks[0]]
-		if resends {
-			if l.urgent.push(p, monotime()) {
-				l.noteQUIC(monotime())
-				c.Resent.Add(1)
-			} else {
-				c.ResendNoRoom.Add(1)
-			}
-			continue
-		}
-		switch queued, woken := l.enqueueWait(p, s.timer, time.Duration(until-monotime())); {
-		case queued:
+		if l.urgent.push(p, monotime()) {
 			l.noteQUIC(monotime())
-		case woken:
-			putBuffer(p.buf) // its new path went down too
-		default:
-			c.DropQueueFull.Add(1)
+			c.Resent.Add(1)
+		} else {
+			c.ResendNoRoom.Add(1)
 		}
 	}
 }

@@ -58,10 +58,12 @@ func TestFullQueueWaitsForRoom(t *testing.T) {
 	}
 }
 
-// TestStuckQueueDrops: a queue nobody drains costs the reader at most
-// maxQueueWait per packet, then the packet is dropped and counted.
+// TestStuckQueueDrops: a queue nobody drains, on a path that stays up,
+// costs the reader at most maxQueueWait per packet, then the packet is
+// dropped and counted.
 func TestStuckQueueDrops(t *testing.T) {
-	s, _ := fullSession(t)
+	s, l := fullSession(t)
+	l.graceUntil.Store(monotime() + int64(time.Minute)) // up throughout, as if heard from
 	var c Counters
 	if res := sendOne(t, s, &c); res != queueFull {
 		t.Fatalf("send = %v, want queueFull", res)
@@ -689,13 +691,16 @@ func TestLinkDownBeforeFirstLook(t *testing.T) {
 
 // TestWaitEndsWhenPathGoesDown: a reader waiting for room on a path that
 // goes down (the kernel's carrier event, or the client's word on the
-// concentrator) stops waiting at once: the session looks at its links,
-// resends what the dead one had in flight, then sends the packet it was
-// holding on the path the scheduler picks now. Before, the wait ran out
-// first (up to two round trips of the dead path, holding the session's
-// sendMu, so the failover waited too) and the packet was dropped.
+// concentrator) stops waiting at once, and one waiting on a path gone
+// silent under load waits until the path is given up: the session looks
+// at its links, resends what the dead one had in flight, then sends the
+// packet it was holding with those resends, on the path the scheduler
+// picks now. Before, the wait ran out first (up to two round trips of the
+// dead path, holding the session's sendMu, so the failover waited too)
+// and the packet was dropped: a hole the inner TCP filled only after its
+// queue on the surviving path.
 func TestWaitEndsWhenPathGoesDown(t *testing.T) {
-	for _, how := range []string{"carrier", "peer"} {
+	for _, how := range []string{"carrier", "peer", "silent"} {
 		t.Run(how, func(t *testing.T) {
 			s, a, b := twoLinks(t)
 			s.addLink(a)
@@ -707,6 +712,22 @@ func TestWaitEndsWhenPathGoesDown(t *testing.T) {
 			for range cap(a.queue) {
 				a.queue <- filler()
 				b.queue <- filler()
+			}
+			if how == "silent" {
+				// a's sender has been stuck in Send since before a was
+				// last heard from, long enough ago that a is given up
+				// 40 ms from now: after its queueWait (20 ms), when the reader
+				// gave up waiting before and dropped the packet.
+				a.rtt.Store(int64(10 * time.Millisecond))
+				a.probeEvery.Store(int64(probeInterval))
+				now := monotime()
+				heard := now - a.busyDeadAfter() + int64(40*time.Millisecond)
+				a.lastRecv.Store(heard)
+				a.unanswered.Store(heard - 2) // its last Send returned before that
+				a.sendingSince.Store(heard - 1)
+				if d := time.Duration(a.silentAt() - now); d <= a.queueWait() || d > maxQueueWait {
+					t.Fatalf("a is given up in %v, want that after its queueWait, %v", d, a.queueWait())
+				}
 			}
 			var c Counters
 			done := make(chan sendResult)
@@ -722,19 +743,11 @@ func TestWaitEndsWhenPathGoesDown(t *testing.T) {
 			case "peer":
 				s.setPeerDown([]string{a.name})
 			}
-			putBuffer((<-b.queue).buf) // b's sender takes one: room for the packet
 			if res := <-done; res != sent {
 				t.Fatalf("send = %v, want sent", res)
 			}
-			if n := len(b.queue); n == 0 {
-				t.Fatalf("nothing queued on the surviving path")
-			}
-			var last packetRef
-			for len(b.queue) > 0 {
-				last = <-b.queue
-			}
-			if last.seq() != s.seq {
-				t.Errorf("the surviving path's last packet is %d, want the one the reader held, %d", last.seq(), s.seq)
+			if got := urgentSeqs(b); !slices.Contains(got, s.seq) {
+				t.Errorf("the surviving path's resends are %v, want the packet the reader held, %d, among them (resent %d, no room %d, full %d, aqm %d)", got, s.seq, c.Resent.Load(), c.ResendNoRoom.Load(), c.DropQueueFull.Load(), c.DropAQM.Load())
 			}
 			if n := c.DropQueueFull.Load(); n != 0 {
 				t.Errorf("drop_queue_full = %d, want 0", n)
@@ -1008,4 +1021,43 @@ func TestNoAQMRightAfterFailover(t *testing.T) {
 	if n := c.DropAQM.Load(); n != 1 {
 		t.Errorf("drop_aqm %d after the grace, want 1", n)
 	}
+}
+
+// TestWatchLooksWhenDue: the endpoint's watch looks at the paths again
+// when the session asks for it, the moment the first path still up is to
+// be given up if nothing is heard from it (its silentAt), not up to an
+// interval later.
+func TestWatchLooksWhenDue(t *testing.T) {
+	s, a, b := twoLinks(t)
+	s.addLink(a)
+	s.addLink(b)
+	var c Counters
+	a.lastRecv.Store(monotime() - int64(100*time.Millisecond)) // a is due sooner than b
+	if next, want := s.failover(&c), a.silentAt(); next != want || want >= b.silentAt() {
+		t.Errorf("failover asks to look again at %d, want %d (a's silentAt, before b's %d)", next, want, b.silentAt())
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	looks := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watch(ctx, time.Hour, func() int64 {
+			select {
+			case looks <- struct{}{}:
+			default:
+			}
+			return monotime() + int64(time.Millisecond)
+		})
+	}()
+	for range 3 {
+		select {
+		case <-looks:
+		case <-time.After(10 * time.Second):
+			t.Fatal("watch did not look again when asked to (its interval is an hour)")
+		}
+	}
+	cancel()
+	<-done
 }
