@@ -428,20 +428,21 @@ func (l *link) queueWait() time.Duration {
 	return min(max(2*time.Duration(l.rtt.Load()), minQueueWait), maxQueueWait)
 }
 
-// roomWait is how long the TUN reader waits for room in the link's full
-// queue: queueWait, or, if that is sooner, until the path goes out of use
-// should it stay silent (silentAt), at most maxQueueWait. A queue that
-// stays full may be that of a path gone silent under load, whose sender
-// is stuck in Send: once the path is given up, the packet goes on
-// another, where a wait that ended before dropped it, a hole the inner
-// TCP filled only after its queue on the surviving path (measured in the
-// failover report: 600 ms after the cut).
-func (l *link) roomWait(now int64) time.Duration {
-	d := l.queueWait()
-	if at := time.Duration(l.silentAt()-now) + minWatch; at > d {
-		d = min(at, maxQueueWait)
+// roomWait is how long, from now, the TUN reader that began to wait for
+// room in the link's full queue at start waits on: until queueWait has
+// passed, or, where the path is due to be given up should it stay silent
+// (silentAt) before maxQueueWait has, until then. A queue that stays full
+// may be that of a path gone silent under load, whose sender is stuck in
+// Send: once the path is given up, the packet goes on another, where a
+// wait that ended before dropped it, a hole the inner TCP filled only
+// after its queue on the surviving path (measured in the failover
+// report: 600 ms after the cut).
+func (l *link) roomWait(start, now int64) time.Duration {
+	end := start + int64(l.queueWait())
+	if at := l.silentAt() + int64(minWatch); at > end && at <= start+int64(maxQueueWait) {
+		end = at
 	}
-	return d
+	return time.Duration(end - now)
 }
 
 // enqueueWait queues p, waiting while the queue is full, but no longer

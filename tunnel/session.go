@@ -230,13 +230,21 @@ func (s *session) send(p packetRef, info *packet.Info, budget *waitBudget, c *Co
 		}
 		if k == 0 && wait {
 			l := links[i]
-			d := l.roomWait(now)
-			if budget != nil {
-				d = min(d, budget.left)
-			}
 			start := monotime()
 			var woken bool
-			queued, woken = l.enqueueWait(ref, s.timer, d)
+			for {
+				// The path's silentAt moves as it is heard from, or as
+				// its sender gets stuck: look again at each timeout.
+				now := monotime()
+				d := l.roomWait(start, now)
+				if budget != nil {
+					d = min(d, budget.left-time.Duration(now-start))
+				}
+				queued, woken = l.enqueueWait(ref, s.timer, d)
+				if queued || woken || d <= 0 || !l.alive(monotime()) {
+					break
+				}
+			}
 			waited := time.Duration(monotime() - start)
 			c.ReaderWaitNs.Add(uint64(waited))
 			if budget != nil {

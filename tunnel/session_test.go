@@ -700,7 +700,7 @@ func TestLinkDownBeforeFirstLook(t *testing.T) {
 // and the packet was dropped: a hole the inner TCP filled only after its
 // queue on the surviving path.
 func TestWaitEndsWhenPathGoesDown(t *testing.T) {
-	for _, how := range []string{"carrier", "peer", "silent"} {
+	for _, how := range []string{"carrier", "peer", "silent", "stuck while waiting"} {
 		t.Run(how, func(t *testing.T) {
 			s, a, b := twoLinks(t)
 			s.addLink(a)
@@ -729,6 +729,18 @@ func TestWaitEndsWhenPathGoesDown(t *testing.T) {
 					t.Fatalf("a is given up in %v, want that after its queueWait, %v", d, a.queueWait())
 				}
 			}
+			var heard int64
+			if how == "stuck while waiting" {
+				// a was heard from 50 ms ago, and its sender gets stuck
+				// in Send only once the reader waits: due then to be
+				// given up 225 ms from now, after its queueWait (200
+				// ms), before which it was not due within maxQueueWait.
+				a.rtt.Store(int64(100 * time.Millisecond))
+				a.probeEvery.Store(int64(100 * time.Millisecond))
+				heard = monotime() - int64(50*time.Millisecond)
+				a.lastRecv.Store(heard)
+				a.unanswered.Store(heard - 2)
+			}
 			var c Counters
 			done := make(chan sendResult)
 			go func() { done <- sendOne(t, s, &c) }()
@@ -737,16 +749,29 @@ func TestWaitEndsWhenPathGoesDown(t *testing.T) {
 				runtime.Gosched()
 			}
 			switch how {
+			case "stuck while waiting":
+				a.sendingSince.Store(heard - 1)
 			case "carrier":
 				carrier.Store(true)
 				a.interrupt()
 			case "peer":
 				s.setPeerDown([]string{a.name})
 			}
+			if how == "carrier" || how == "peer" {
+				// If a went down before the reader picked its path, it
+				// waits on b instead: b's sender takes one.
+				putBuffer((<-b.queue).buf)
+			}
 			if res := <-done; res != sent {
 				t.Fatalf("send = %v, want sent", res)
 			}
-			if got := urgentSeqs(b); !slices.Contains(got, s.seq) {
+			var queued []uint64
+			for len(b.queue) > 0 {
+				p := <-b.queue
+				queued = append(queued, p.seq())
+				putBuffer(p.buf)
+			}
+			if got := urgentSeqs(b); !slices.Contains(got, s.seq) && !slices.Contains(queued, s.seq) {
 				t.Errorf("the surviving path's resends are %v, want the packet the reader held, %d, among them (resent %d, no room %d, full %d, aqm %d)", got, s.seq, c.Resent.Load(), c.ResendNoRoom.Load(), c.DropQueueFull.Load(), c.DropAQM.Load())
 			}
 			if n := c.DropQueueFull.Load(); n != 0 {
