@@ -378,7 +378,7 @@ func (c *Client) outbound(p packetRef, info *packet.Info) {
 
 // deliver writes a data packet from the concentrator to the TUN.
 func (c *Client) deliver(ctx context.Context, l *link, seq uint64, pkt []byte) {
-	c.sess.deliver(ctx, l, seq, pkt, c.writer, &c.counters)
+	c.sess.deliver(ctx, l, seq, pkt, nil, c.writer, &c.counters)
 }
 
 // ClientStatus is what `braid status` shows of a client.

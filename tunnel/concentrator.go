@@ -515,7 +515,7 @@ func (e *peerEndpoint) deliver(ctx context.Context, l *link, seq uint64, pkt []b
 	}
 	// Only a packet that passed the checks takes its sequence number, so
 	// a bad copy cannot shadow a good one arriving on another path.
-	e.sess.deliver(ctx, l, seq, pkt, c.writer, &c.counters)
+	e.sess.deliver(ctx, l, seq, pkt, &info, c.writer, &c.counters)
 }
 
 // SessionStatus is one client as the concentrator sees it.

@@ -31,10 +31,11 @@ const (
 	dataRecently = 10 * time.Second
 )
 
-// deliver takes a data packet received with sequence number seq. A
-// duplicate is dropped; the rest reaches w in sequence order, as far as
-// the reorder buffer can restore it.
-func (s *session) deliver(ctx context.Context, l *link, seq uint64, pkt []byte, w *tunWriter, c *Counters) {
+// deliver takes a data packet received with sequence number seq, and
+// what the caller parsed of it (nil if it did not). A duplicate is
+// dropped; the rest reaches w in sequence order, as far as the reorder
+// buffer can restore it.
+func (s *session) deliver(ctx context.Context, l *link, seq uint64, pkt []byte, info *packet.Info, w *tunWriter, c *Counters) {
 	s.rxMu.Lock()
 	defer s.rxMu.Unlock()
 	// Under rxMu, so that passed never counts a packet not yet pushed. A
@@ -55,7 +56,7 @@ func (s *session) deliver(ctx context.Context, l *link, seq uint64, pkt []byte, 
 	buf := getLarge()
 	n := copy(buf.b[headroom:], pkt)
 	now := time.Duration(monotime())
-	if unordered(pkt) {
+	if unordered(pkt, info) {
 		s.released = s.reorder.Bypass(s.released[:0], seq, packetRef{buf: buf, n: n})
 	} else {
 		s.released = s.reorder.Push(s.released[:0], now, seq, n, packetRef{buf: buf, n: n})
@@ -79,12 +80,16 @@ func (s *session) deliver(ctx context.Context, l *link, seq uint64, pkt []byte, 
 // its segments would read as loss, and letting its acknowledgements past
 // showed no gain (aggregate's goodput in TestReportGoodput, within the
 // runs' spread of 0.93-1.20 of the best uplink either way).
-func unordered(pkt []byte) bool {
-	info, err := packet.Parse(pkt)
-	if err != nil {
-		return false
+// info is what the caller parsed of pkt; nil, unordered parses it.
+func unordered(pkt []byte, info *packet.Info) bool {
+	if info == nil {
+		parsed, err := packet.Parse(pkt)
+		if err != nil {
+			return false
+		}
+		info = &parsed
 	}
-	si := schedInfo(pkt, &info)
+	si := schedInfo(pkt, info)
 	if si.Proto == scheduler.ProtoTCP {
 		return false // TCP's segments and acknowledgements stay in order
 	}

@@ -568,13 +568,13 @@ func TestReorderAcrossPaths(t *testing.T) {
 	w := &tunWriter{queue: make(chan packetRef, 16), done: make(chan struct{})}
 	var c Counters
 	ctx := context.Background()
-	s.deliver(ctx, fast, 1, []byte{1}, w, &c) // one path so far: straight through
+	s.deliver(ctx, fast, 1, []byte{1}, nil, w, &c) // one path so far: straight through
 	s.updateHold(w)
 	if s.reorder == nil || s.reorder.Hold() < 50*time.Millisecond {
 		t.Fatalf("reorder buffer not in place for two paths 50 ms apart")
 	}
-	s.deliver(ctx, fast, 3, []byte{3}, w, &c) // 2 is still on the slow path
-	s.deliver(ctx, slow, 2, []byte{2}, w, &c)
+	s.deliver(ctx, fast, 3, []byte{3}, nil, w, &c) // 2 is still on the slow path
+	s.deliver(ctx, slow, 2, []byte{2}, nil, w, &c)
 	for _, want := range []byte{1, 2, 3} {
 		p := <-w.queue
 		if got := p.packet()[0]; got != want {
@@ -1002,14 +1002,14 @@ func TestInteractivePassesReorder(t *testing.T) {
 	src, dst := netip.MustParseAddr("10.210.0.2"), netip.MustParseAddr("100.96.0.2")
 	bulk := func(id byte) []byte { b := udp4To(src, dst, 9000, 1200); b[100] = id; return b }
 	call := func(id byte) []byte { b := udp4To(src, dst, 9000, 180); b[100] = id; return b }
-	s.deliver(ctx, fast, 1, bulk(1), w, &c)
+	s.deliver(ctx, fast, 1, bulk(1), nil, w, &c)
 	s.updateHold(w)
 	if s.reorder == nil {
 		t.Fatal("no reorder buffer for two paths")
 	}
-	s.deliver(ctx, fast, 3, bulk(3), w, &c) // 2 is still on the slow path
-	s.deliver(ctx, fast, 4, call(4), w, &c)
-	s.deliver(ctx, slow, 2, bulk(2), w, &c)
+	s.deliver(ctx, fast, 3, bulk(3), nil, w, &c) // 2 is still on the slow path
+	s.deliver(ctx, fast, 4, call(4), nil, w, &c)
+	s.deliver(ctx, slow, 2, bulk(2), nil, w, &c)
 	for _, want := range []byte{1, 4, 2, 3} {
 		p := <-w.queue
 		if got := p.packet()[100]; got != want {
